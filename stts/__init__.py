@@ -1,0 +1,89 @@
+"""stts: self-hosted, offline speech-to-text.
+
+Library use::
+
+    from stts import transcribe
+    print(transcribe("speech.mp3").text)
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING
+
+from stts.audio import AudioLimits, DecodedAudio, RawFormat, decode_audio
+from stts.errors import AudioError, EngineError, SttsError
+from stts.transcript import Segment, Transcript, Word
+
+if TYPE_CHECKING:
+    from stts.audio import AudioSource
+    from stts.config import Settings
+    from stts.engines.base import Task
+    from stts.service import EngineManager
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AudioError",
+    "AudioLimits",
+    "DecodedAudio",
+    "EngineError",
+    "RawFormat",
+    "Segment",
+    "SttsError",
+    "Transcript",
+    "Word",
+    "__version__",
+    "decode_audio",
+    "default_manager",
+    "transcribe",
+]
+
+_manager: EngineManager | None = None
+_manager_lock = threading.Lock()
+
+
+def default_manager(settings: Settings | None = None) -> EngineManager:
+    """The process-wide EngineManager used by :func:`transcribe` (models load once)."""
+    global _manager
+    with _manager_lock:
+        if _manager is None:
+            from stts.config import Settings
+            from stts.service import EngineManager
+
+            _manager = EngineManager(settings or Settings.load())
+        return _manager
+
+
+def transcribe(
+    source: AudioSource | DecodedAudio,
+    *,
+    engine: str | None = None,
+    model: str | None = None,
+    language: str | None = None,
+    task: Task = "transcribe",
+    word_timestamps: bool = False,
+    initial_prompt: str | None = None,
+    raw: RawFormat | None = None,
+    manager: EngineManager | None = None,
+) -> Transcript:
+    """Transcribe a file path, bytes or file object with the default (or named) engine."""
+    from stts.engines.base import TranscribeOptions
+
+    mgr = manager or default_manager()
+    audio = (
+        source
+        if isinstance(source, DecodedAudio)
+        else decode_audio(source, raw=raw, limits=mgr.settings.audio.limits())
+    )
+    options = TranscribeOptions(
+        language=language,
+        task=task,
+        word_timestamps=word_timestamps,
+        initial_prompt=initial_prompt,
+    )
+    return mgr.transcribe(audio, engine=engine, model=model, options=options)
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # stts never fetches models from a hub

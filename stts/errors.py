@@ -1,0 +1,171 @@
+"""The one exception hierarchy of stts.
+
+Every error stts raises on purpose is an :class:`SttsError`. Each class carries
+the HTTP status it maps to and a stable ``error_type``/``code`` pair, so the API
+maps errors to responses in one place (``stts.api.app``) and core code never
+knows about HTTP::
+
+    SttsError                         500 internal_error
+    ├── InvalidRequest                400 invalid_request_error
+    │   ├── UnknownEngine             404 engine_not_found
+    │   └── UnknownModel              404 model_not_found
+    ├── AudioError                    400 invalid_audio
+    │   ├── EmptyAudio                400 empty_audio
+    │   ├── CorruptAudio              400 corrupt_audio        (truncated, bad frames)
+    │   ├── UnsupportedAudio          415 unsupported_media    (not an audio format we read)
+    │   ├── AudioTooLarge             413 audio_too_large      (bytes)
+    │   └── AudioTooLong              413 audio_too_long       (seconds)
+    ├── EngineError                   500 engine_error
+    │   ├── EngineUnavailable         503 engine_unavailable   (extra or model missing, load failed)
+    │   └── TranscriptionFailed       500 transcription_failed
+    ├── Overloaded                    503 overloaded           (queue full; has retry_after)
+    ├── TranscriptionTimeout          504 timeout
+    ├── RateLimited                   429 rate_limited         (has retry_after)
+    └── Unauthorized                  401 invalid_api_key
+
+Messages are written for the caller: they never contain stack traces or
+server-side file paths.
+"""
+
+from __future__ import annotations
+
+
+class SttsError(Exception):
+    """Base of every error stts raises on purpose."""
+
+    status_code: int = 500
+    error_type: str = "server_error"
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, object]:
+        """The OpenAI-style error body: ``{"error": {"message", "type", "code"}}``."""
+        return {"error": {"message": self.message, "type": self.error_type, "code": self.code}}
+
+
+class InvalidRequest(SttsError):
+    """A request parameter is wrong (not the audio itself)."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class UnknownEngine(InvalidRequest):
+    """No engine is registered under this name."""
+
+    status_code = 404
+    code = "engine_not_found"
+
+
+class UnknownModel(InvalidRequest):
+    """No model is configured under this name."""
+
+    status_code = 404
+    code = "model_not_found"
+
+
+class AudioError(SttsError):
+    """The audio cannot be used: never retried on another engine."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+    code = "invalid_audio"
+
+
+class EmptyAudio(AudioError):
+    """No bytes, or no samples after decoding."""
+
+    code = "empty_audio"
+
+
+class CorruptAudio(AudioError):
+    """A known format whose content is damaged (truncated, bad frames)."""
+
+    code = "corrupt_audio"
+
+
+class UnsupportedAudio(AudioError):
+    """Not a container/codec stts can decode (or not audio at all)."""
+
+    status_code = 415
+    code = "unsupported_media"
+
+
+class AudioTooLarge(AudioError):
+    """More bytes than the configured limit."""
+
+    status_code = 413
+    code = "audio_too_large"
+
+
+class AudioTooLong(AudioError):
+    """Longer than the configured duration limit (declared or decoded)."""
+
+    status_code = 413
+    code = "audio_too_long"
+
+
+class EngineError(SttsError):
+    """An engine failed on audio that decoded fine: eligible for fallback."""
+
+    status_code = 500
+    error_type = "server_error"
+    code = "engine_error"
+
+
+class EngineUnavailable(EngineError):
+    """The engine's extra or model is missing, or its model failed to load."""
+
+    status_code = 503
+    code = "engine_unavailable"
+
+
+class TranscriptionFailed(EngineError):
+    """The engine raised while transcribing."""
+
+    code = "transcription_failed"
+
+
+class Overloaded(SttsError):
+    """The engine's queue is full; try again after ``retry_after`` seconds."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "overloaded"
+
+
+class TranscriptionTimeout(SttsError):
+    """The transcription took longer than its duration-scaled deadline."""
+
+    status_code = 504
+    error_type = "server_error"
+    code = "timeout"
+
+
+class RateLimited(SttsError):
+    """The caller's token bucket is empty; try again after ``retry_after`` seconds."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "rate_limited"
+
+
+class Unauthorized(SttsError):
+    """Missing or wrong API key."""
+
+    status_code = 401
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class ShuttingDown(SttsError):
+    """The server is draining and takes no new work."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "shutting_down"

@@ -1,0 +1,499 @@
+"""EngineManager: model lifecycle, per-engine worker pools, admission control, fallback.
+
+Each (engine, model) pair gets one :class:`EngineSlot`: a model loaded once under a lock
+(a failed load is remembered, not retried per request), a fixed pool of worker threads,
+and a bounded number of requests admitted beyond those workers. A request that does
+not fit is refused at once with :class:`~stts.errors.Overloaded` (503 + Retry-After):
+nothing waits unboundedly and nothing piles up in memory.
+
+A slot's capacity is released only when its worker thread really finishes, so a
+request that timed out (504) keeps counting until the engine lets go of it: workers
+are never silently lost. Cancellation (client gone, timeout) is passed to engines with
+a :class:`~stts.engines.base.CancelToken` they check between segments; a job cancelled
+while still queued never runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from stts.audio import SAMPLE_RATE, AudioArray, DecodedAudio
+from stts.config import Settings
+from stts.engines.base import (
+    Availability,
+    Cancelled,
+    CancelToken,
+    Capabilities,
+    Engine,
+    SegmentCallback,
+    TranscribeOptions,
+)
+from stts.engines.registry import engine_names, get_engine_class
+from stts.errors import (
+    EngineError,
+    EngineUnavailable,
+    InvalidRequest,
+    Overloaded,
+    ShuttingDown,
+    SttsError,
+    TranscriptionFailed,
+    TranscriptionTimeout,
+    UnknownEngine,
+    UnknownModel,
+)
+from stts.transcript import Transcript
+
+logger = logging.getLogger(__name__)
+
+SlotKey = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class SlotStats:
+    """A snapshot of one slot for /api/v1/engines, metrics and the CLI."""
+
+    engine: str
+    model: str
+    state: str
+    error: str | None
+    workers: int
+    queue_size: int
+    in_flight: int
+    load_time_s: float | None
+    requests: int
+    rejected: int
+
+
+class EngineSlot:
+    """One loaded model with its worker pool and bounded admission."""
+
+    def __init__(self, engine_cls: type[Engine], model: str, settings: Settings) -> None:
+        self.engine_cls = engine_cls
+        self.name = engine_cls.name
+        self.model = model
+        self.settings = settings
+        conf = settings.engine_settings(self.name)
+        self.workers = conf.workers
+        self.queue_size = conf.queue_size
+        self.capacity = conf.workers + conf.queue_size
+        self.state = "unloaded"
+        self.error: SttsError | None = None
+        self.load_time_s: float | None = None
+        self.capabilities: Capabilities | None = None
+        self.requests = 0
+        self.rejected = 0
+        self._in_flight = 0
+        self._admit_lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._instances: queue.SimpleQueue[Engine] = queue.SimpleQueue()
+        self._all_instances: list[Engine] = []
+        self._avg_job_s = 2.0
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.workers, thread_name_prefix=f"stts-{self.name}"
+        )
+
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted and not finished (running or queued)."""
+        return self._in_flight
+
+    def ensure_loaded(self) -> None:
+        """Load the model once; later callers wait on the lock and reuse the result."""
+        if self.state == "loaded":
+            return
+        with self._load_lock:
+            if self.state == "loaded":
+                return
+            if self.state == "failed" and self.error is not None:
+                raise self.error
+            self.state = "loading"
+            started = time.perf_counter()
+            try:
+                first = self.engine_cls(self.settings, self.model)
+                first.load()
+                instances = [first]
+                caps = first.capabilities
+                # Engines that are not thread-safe get one instance per worker.
+                if not caps.thread_safe:
+                    for _ in range(self.workers - 1):
+                        extra = self.engine_cls(self.settings, self.model)
+                        extra.load()
+                        instances.append(extra)
+            except SttsError as exc:
+                self._fail(exc)
+                raise
+            except Exception as exc:
+                logger.exception("engine %s model %s failed to load", self.name, self.model)
+                err = EngineUnavailable(f"engine {self.name!r} failed to load its model")
+                self._fail(err)
+                raise err from exc
+            for inst in instances:
+                self._instances.put(inst)
+            self._all_instances = instances
+            self.capabilities = caps
+            self.load_time_s = time.perf_counter() - started
+            self.state = "loaded"
+            logger.info(
+                "loaded engine %s model %s in %.2f s", self.name, self.model, self.load_time_s
+            )
+
+    def _fail(self, exc: SttsError) -> None:
+        self.state = "failed"
+        self.error = exc
+        logger.error("engine %s model %s unavailable: %s", self.name, self.model, exc.message)
+
+    def retry_after(self) -> int:
+        """Seconds a refused client should wait: queue length times average job time."""
+        waiting = max(1, self._in_flight - self.workers + 1)
+        return max(1, math.ceil(self._avg_job_s * waiting / self.workers))
+
+    def submit(
+        self,
+        audio: AudioArray,
+        options: TranscribeOptions,
+        *,
+        on_segment: SegmentCallback | None,
+        cancel: CancelToken,
+    ) -> concurrent.futures.Future[Transcript]:
+        """Admit the job or raise Overloaded at once; never blocks."""
+        with self._admit_lock:
+            if self._in_flight >= self.capacity:
+                self.rejected += 1
+                raise Overloaded(
+                    f"engine {self.name!r} is busy ({self._in_flight} requests in flight, "
+                    f"capacity {self.capacity}); retry later",
+                    retry_after=self.retry_after(),
+                )
+            self._in_flight += 1
+            self.requests += 1
+        try:
+            future = self._executor.submit(self._run, audio, options, on_segment, cancel)
+        except RuntimeError as exc:  # executor shut down
+            self._release(0.0)
+            raise ShuttingDown("the server is shutting down") from exc
+        future.add_done_callback(lambda f: None)
+        return future
+
+    def _release(self, elapsed: float) -> None:
+        with self._admit_lock:
+            self._in_flight -= 1
+            if elapsed > 0:
+                self._avg_job_s = 0.8 * self._avg_job_s + 0.2 * elapsed
+
+    def _run(
+        self,
+        audio: AudioArray,
+        options: TranscribeOptions,
+        on_segment: SegmentCallback | None,
+        cancel: CancelToken,
+    ) -> Transcript:
+        started = time.perf_counter()
+        try:
+            if cancel.cancelled:
+                raise Cancelled()
+            self.ensure_loaded()
+            instance = self._instances.get()
+            try:
+                return instance.transcribe(audio, options, on_segment=on_segment, cancel=cancel)
+            finally:
+                self._instances.put(instance)
+        except (SttsError, Cancelled):
+            raise
+        except Exception as exc:
+            logger.exception("engine %s failed while transcribing", self.name)
+            raise TranscriptionFailed(f"engine {self.name!r} failed while transcribing") from exc
+        finally:
+            self._release(time.perf_counter() - started)
+
+    def stats(self) -> SlotStats:
+        """Current state, for reporting."""
+        return SlotStats(
+            engine=self.name,
+            model=self.model,
+            state=self.state,
+            error=self.error.message if self.error else None,
+            workers=self.workers,
+            queue_size=self.queue_size,
+            in_flight=self._in_flight,
+            load_time_s=self.load_time_s,
+            requests=self.requests,
+            rejected=self.rejected,
+        )
+
+    def close(self, wait: bool = True) -> None:
+        """Stop taking jobs, finish running ones (if wait) and free the models."""
+        self._executor.shutdown(wait=wait, cancel_futures=True)
+        for inst in self._all_instances:
+            try:
+                inst.close()
+            except Exception:
+                logger.exception("engine %s failed to close", self.name)
+        self._all_instances = []
+
+
+class EngineManager:
+    """Every engine of one server or process: lookup, loading, scheduling and fallback."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._slots: dict[SlotKey, EngineSlot] = {}
+        self._slots_lock = threading.Lock()
+        self._closed = False
+        for name in settings.engines:
+            get_engine_class(name)  # fail fast on a typo in the config
+
+    # -- lookup ---------------------------------------------------------------
+
+    @property
+    def enabled(self) -> list[str]:
+        """Engines this manager offers, in configured order."""
+        return list(self.settings.engines)
+
+    @property
+    def default_engine(self) -> str:
+        """The engine used when a request names none."""
+        return self.settings.default_engine
+
+    def resolve(self, engine: str | None, model: str | None = None) -> SlotKey:
+        """Validate an engine/model choice from a request, without loading anything."""
+        name = engine or self.default_engine
+        if name not in self.settings.engines:
+            if name in engine_names():
+                raise UnknownEngine(
+                    f"engine {name!r} is not enabled on this server; "
+                    f"enabled: {', '.join(self.settings.engines)}"
+                )
+            raise UnknownEngine(
+                f"unknown engine {name!r}; enabled: {', '.join(self.settings.engines)}"
+            )
+        engine_cls = get_engine_class(name)
+        chosen = model or engine_cls.default_model(self.settings)
+        if chosen not in engine_cls.known_models(self.settings) and chosen != engine_cls.default_model(
+            self.settings
+        ):
+            raise UnknownModel(f"engine {name!r} has no model {chosen!r}")
+        return (name, chosen)
+
+    def slot(self, key: SlotKey) -> EngineSlot:
+        """The slot for a resolved key, created (not loaded) on first use."""
+        with self._slots_lock:
+            if self._closed:
+                raise ShuttingDown("the server is shutting down")
+            slot = self._slots.get(key)
+            if slot is None:
+                slot = EngineSlot(get_engine_class(key[0]), key[1], self.settings)
+                self._slots[key] = slot
+            return slot
+
+    def probe(self, name: str) -> Availability:
+        """Installed / model found, without loading (cheap)."""
+        return get_engine_class(name).probe(self.settings)
+
+    def loaded_slots(self) -> list[EngineSlot]:
+        """All slots created so far."""
+        with self._slots_lock:
+            return list(self._slots.values())
+
+    def is_loaded(self, name: str) -> bool:
+        """Whether any model of this engine is loaded."""
+        return any(s.name == name and s.state == "loaded" for s in self.loaded_slots())
+
+    @property
+    def ready(self) -> bool:
+        """True once the default engine's default model is loaded."""
+        key = self.resolve(None)
+        slot = self._slots.get(key)
+        return slot is not None and slot.state == "loaded"
+
+    def preload(self) -> None:
+        """Load the default engine now (blocking); errors are remembered, not raised."""
+        try:
+            self.slot(self.resolve(None)).ensure_loaded()
+        except SttsError as exc:
+            logger.error("default engine failed to load: %s", exc.message)
+
+    def chain(self, key: SlotKey, options: TranscribeOptions) -> list[SlotKey]:
+        """The chosen engine, then the configured fallbacks able to do the task."""
+        keys = [key]
+        for name in self.settings.fallback:
+            if name == key[0] or name not in self.settings.engines:
+                continue
+            if options.task == "translate":
+                caps = self.slot((name, get_engine_class(name).default_model(self.settings))).capabilities
+                if caps is not None and not caps.translation:
+                    continue
+            keys.append((name, get_engine_class(name).default_model(self.settings)))
+        return keys
+
+    def deadline(self, audio_seconds: float) -> float:
+        """Seconds a request may take: a fixed part plus a part per second of audio."""
+        return self.settings.timeout_base_s + self.settings.timeout_per_audio_s * audio_seconds
+
+    # -- transcription --------------------------------------------------------
+
+    @staticmethod
+    def _samples(audio: DecodedAudio | AudioArray) -> AudioArray:
+        if isinstance(audio, DecodedAudio):
+            return audio.samples
+        arr = np.asarray(audio, dtype=np.float32)
+        if arr.ndim != 1:
+            raise InvalidRequest("audio must be 16 kHz mono: a one-dimensional array")
+        return arr
+
+    @staticmethod
+    def _label(result: Transcript, key: SlotKey, attempts: list[str]) -> Transcript:
+        return replace(
+            result,
+            engine=key[0],
+            model=key[1],
+            fallback=len(attempts) > 1,
+            attempts=tuple(attempts),
+        )
+
+    async def transcribe_async(
+        self,
+        audio: DecodedAudio | AudioArray,
+        *,
+        engine: str | None = None,
+        model: str | None = None,
+        options: TranscribeOptions | None = None,
+        on_segment: SegmentCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Transcript:
+        """Transcribe on a worker thread without blocking the event loop; falls back on failure."""
+        samples = self._samples(audio)
+        options = options or TranscribeOptions()
+        cancel = cancel or CancelToken()
+        key = self.resolve(engine, model)
+        timeout = self.deadline(len(samples) / SAMPLE_RATE)
+        attempts: list[str] = []
+        last_error: EngineError | None = None
+        for candidate in self.chain(key, options):
+            attempts.append(candidate[0])
+            slot = self.slot(candidate)
+            future = slot.submit(samples, options, on_segment=on_segment, cancel=cancel)
+            try:
+                result = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+            except asyncio.TimeoutError as exc:
+                cancel.cancel()
+                future.cancel()
+                raise TranscriptionTimeout(
+                    f"transcription took longer than {timeout:.0f} s and was stopped"
+                ) from exc
+            except asyncio.CancelledError:
+                # The client went away: stop the engine at its next segment.
+                cancel.cancel()
+                future.cancel()
+                raise
+            except EngineError as exc:
+                logger.warning("engine %s failed: %s; trying the next", candidate[0], exc.message)
+                last_error = exc
+                continue
+            return self._label(result, candidate, attempts)
+        assert last_error is not None
+        raise last_error
+
+    def transcribe(
+        self,
+        audio: DecodedAudio | AudioArray,
+        *,
+        engine: str | None = None,
+        model: str | None = None,
+        options: TranscribeOptions | None = None,
+        on_segment: SegmentCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Transcript:
+        """Blocking variant for the CLI and library: same pools, limits and fallback."""
+        samples = self._samples(audio)
+        options = options or TranscribeOptions()
+        cancel = cancel or CancelToken()
+        key = self.resolve(engine, model)
+        timeout = self.deadline(len(samples) / SAMPLE_RATE)
+        attempts: list[str] = []
+        last_error: EngineError | None = None
+        for candidate in self.chain(key, options):
+            attempts.append(candidate[0])
+            future = self.slot(candidate).submit(
+                samples, options, on_segment=on_segment, cancel=cancel
+            )
+            try:
+                result = future.result(timeout)
+            except concurrent.futures.TimeoutError as exc:
+                cancel.cancel()
+                future.cancel()
+                raise TranscriptionTimeout(
+                    f"transcription took longer than {timeout:.0f} s and was stopped"
+                ) from exc
+            except EngineError as exc:
+                logger.warning("engine %s failed: %s; trying the next", candidate[0], exc.message)
+                last_error = exc
+                continue
+            return self._label(result, candidate, attempts)
+        assert last_error is not None
+        raise last_error
+
+    def close(self, wait: bool = True) -> None:
+        """Finish running jobs (if wait), refuse new ones and free every model."""
+        with self._slots_lock:
+            self._closed = True
+            slots = list(self._slots.values())
+        for slot in slots:
+            slot.close(wait=wait)
+
+    @contextmanager
+    def session(self) -> Iterator[EngineManager]:
+        """``with manager.session():`` closes the manager on exit."""
+        try:
+            yield self
+        finally:
+            self.close()
+
+
+def engine_report(manager: EngineManager, name: str) -> dict[str, Any]:
+    """Everything known about one engine, without loading it (for the API and CLI)."""
+    engine_cls = get_engine_class(name)
+    availability = engine_cls.probe(manager.settings)
+    slots = [s for s in manager.loaded_slots() if s.name == name]
+    loaded = [s for s in slots if s.state == "loaded"]
+    failed = [s for s in slots if s.state == "failed"]
+    caps = loaded[0].capabilities if loaded else None
+    reason = availability.reason or (failed[0].error.message if failed and failed[0].error else "")
+    conf = manager.settings.engine_settings(name)
+    return {
+        "name": name,
+        "enabled": name in manager.enabled,
+        "default": name == manager.default_engine,
+        "installed": availability.installed,
+        "model_found": availability.model_found,
+        "available": availability.available and not failed,
+        "loaded": bool(loaded),
+        "model": availability.model,
+        "models": list(availability.models),
+        "reason": reason,
+        "extra": engine_cls.extra,
+        "capabilities": caps.as_dict() if caps else _static_capabilities(engine_cls, manager),
+        "workers": conf.workers,
+        "queue_size": conf.queue_size,
+        "in_flight": sum(s.in_flight for s in slots),
+        "load_time_s": loaded[0].load_time_s if loaded else None,
+    }
+
+
+def _static_capabilities(engine_cls: type[Engine], manager: EngineManager) -> dict[str, object]:
+    # An unloaded instance answers capabilities from its class defaults: no model load.
+    return engine_cls(manager.settings).capabilities.as_dict()
+
+
+ProgressCallback = Callable[[float], None]
