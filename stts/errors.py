@@ -21,7 +21,9 @@ knows about HTTP::
     ├── Overloaded                    503 overloaded           (queue full; has retry_after)
     ├── TranscriptionTimeout          504 timeout
     ├── RateLimited                   429 rate_limited         (has retry_after)
-    └── Unauthorized                  401 invalid_api_key
+    ├── Unauthorized                  401 invalid_api_key
+    ├── ShuttingDown                  503 shutting_down
+    └── Cancelled                     499 cancelled            (the caller went away)
 
 Messages are written for the caller: they never contain stack traces or
 server-side file paths.
@@ -169,3 +171,11 @@ class ShuttingDown(SttsError):
     status_code = 503
     error_type = "server_error"
     code = "shutting_down"
+
+
+class Cancelled(SttsError):
+    """The caller went away (or the deadline passed) and the work was stopped."""
+
+    status_code = 499
+    error_type = "server_error"
+    code = "cancelled"

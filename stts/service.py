@@ -22,7 +22,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -33,7 +33,6 @@ from stts.audio import SAMPLE_RATE, AudioArray, DecodedAudio
 from stts.config import Settings
 from stts.engines.base import (
     Availability,
-    Cancelled,
     CancelToken,
     Capabilities,
     Engine,
@@ -42,6 +41,7 @@ from stts.engines.base import (
 )
 from stts.engines.registry import engine_names, get_engine_class
 from stts.errors import (
+    Cancelled,
     EngineError,
     EngineUnavailable,
     InvalidRequest,
@@ -154,10 +154,24 @@ class EngineSlot:
         self.error = exc
         logger.error("engine %s model %s unavailable: %s", self.name, self.model, exc.message)
 
+    def has_room(self) -> bool:
+        """Whether a job would be admitted now (a hint to skip decoding; submit decides)."""
+        return self._in_flight < self.capacity
+
     def retry_after(self) -> int:
         """Seconds a refused client should wait: queue length times average job time."""
         waiting = max(1, self._in_flight - self.workers + 1)
         return max(1, math.ceil(self._avg_job_s * waiting / self.workers))
+
+    def reject(self) -> Overloaded:
+        """The error for a request that does not fit (counted as a rejection)."""
+        with self._admit_lock:
+            self.rejected += 1
+        return Overloaded(
+            f"engine {self.name!r} is busy ({self._in_flight} requests in flight, "
+            f"capacity {self.capacity}); retry later",
+            retry_after=self.retry_after(),
+        )
 
     def submit(
         self,
@@ -169,21 +183,20 @@ class EngineSlot:
     ) -> concurrent.futures.Future[Transcript]:
         """Admit the job or raise Overloaded at once; never blocks."""
         with self._admit_lock:
-            if self._in_flight >= self.capacity:
-                self.rejected += 1
-                raise Overloaded(
-                    f"engine {self.name!r} is busy ({self._in_flight} requests in flight, "
-                    f"capacity {self.capacity}); retry later",
-                    retry_after=self.retry_after(),
-                )
-            self._in_flight += 1
-            self.requests += 1
+            full = self._in_flight >= self.capacity
+            if not full:
+                self._in_flight += 1
+                self.requests += 1
+        if full:
+            raise self.reject()
+        timing = [0.0]
         try:
-            future = self._executor.submit(self._run, audio, options, on_segment, cancel)
+            future = self._executor.submit(self._run, audio, options, on_segment, cancel, timing)
         except RuntimeError as exc:  # executor shut down
             self._release(0.0)
             raise ShuttingDown("the server is shutting down") from exc
-        future.add_done_callback(lambda f: None)
+        # Released when the job really ends, including a job cancelled while still queued.
+        future.add_done_callback(lambda _f: self._release(timing[0]))
         return future
 
     def _release(self, elapsed: float) -> None:
@@ -198,24 +211,25 @@ class EngineSlot:
         options: TranscribeOptions,
         on_segment: SegmentCallback | None,
         cancel: CancelToken,
+        timing: list[float],
     ) -> Transcript:
         started = time.perf_counter()
         try:
             if cancel.cancelled:
-                raise Cancelled()
+                raise Cancelled("the request was cancelled")
             self.ensure_loaded()
             instance = self._instances.get()
             try:
                 return instance.transcribe(audio, options, on_segment=on_segment, cancel=cancel)
             finally:
                 self._instances.put(instance)
-        except (SttsError, Cancelled):
+        except SttsError:
             raise
         except Exception as exc:
             logger.exception("engine %s failed while transcribing", self.name)
             raise TranscriptionFailed(f"engine {self.name!r} failed while transcribing") from exc
         finally:
-            self._release(time.perf_counter() - started)
+            timing[0] = time.perf_counter() - started
 
     def stats(self) -> SlotStats:
         """Current state, for reporting."""
@@ -255,6 +269,11 @@ class EngineManager:
             get_engine_class(name)  # fail fast on a typo in the config
 
     # -- lookup ---------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once close() was called."""
+        return self._closed
 
     @property
     def enabled(self) -> list[str]:
@@ -495,5 +514,3 @@ def _static_capabilities(engine_cls: type[Engine], manager: EngineManager) -> di
     # An unloaded instance answers capabilities from its class defaults: no model load.
     return engine_cls(manager.settings).capabilities.as_dict()
 
-
-ProgressCallback = Callable[[float], None]

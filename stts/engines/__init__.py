@@ -2,8 +2,8 @@
 
 from stts.engines.base import (
     Availability,
-    Capabilities,
     CancelToken,
+    Capabilities,
     Engine,
     TranscribeOptions,
 )

@@ -14,7 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal
 
+from stts.errors import Cancelled
 from stts.transcript import Segment, Transcript
+
+__all__ = ["Cancelled"]  # engines raise it when their CancelToken is set
 
 if TYPE_CHECKING:
     from stts.audio import AudioArray
@@ -91,10 +94,6 @@ class CancelToken:
     def cancelled(self) -> bool:
         """True once cancel() was called."""
         return self._event.is_set()
-
-
-class Cancelled(Exception):
-    """Raised inside an engine when its CancelToken is set; never reaches a caller."""
 
 
 class Engine(ABC):

@@ -112,7 +112,7 @@ class PocketSphinxEngine(Engine):
         # much more accurate than live mode; long audio is cut into windows so cancel works.
         for start in range(0, max(len(pcm), 1), _WINDOW_SAMPLES):
             if cancel is not None and cancel.cancelled:
-                raise Cancelled()
+                raise Cancelled("the request was cancelled")
             words += self._decode_window(pcm[start : start + _WINDOW_SAMPLES], start / 16_000)
         segments = _group(words)
         if on_segment is not None:

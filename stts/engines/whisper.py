@@ -286,7 +286,7 @@ class WhisperEngine(Engine):
         segments: list[Segment] = []
         for index, raw in enumerate(segments_iter):
             if cancel is not None and cancel.cancelled:
-                raise Cancelled()
+                raise Cancelled("the request was cancelled")
             segment = Segment(
                 id=index,
                 start=round(float(raw.start), 3),

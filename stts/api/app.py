@@ -1,0 +1,173 @@
+"""FastAPI application factory: ``create_app(settings)``.
+
+This is the one place errors become HTTP responses: every :class:`stts.errors.SttsError`
+maps to its own status code and the body ``{"error": {"message", "type", "code"}}``
+(OpenAI's error shape), with ``Retry-After`` where the error has one. Anything else
+is logged with its traceback and answered with a generic 500: no stack trace or
+internal path ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from stts import __version__
+from stts.api import legacy, ops
+from stts.api import openai as openai_routes
+from stts.config import Settings
+from stts.errors import AudioTooLarge, SttsError
+from stts.service import EngineManager
+
+logger = logging.getLogger(__name__)
+
+# Room for multipart boundaries and the small form fields that travel with the file.
+_FORM_OVERHEAD_BYTES = 256 * 1024
+
+
+def error_response(exc: SttsError) -> JSONResponse:
+    """The single mapping from an stts error to an HTTP response."""
+    headers = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
+
+
+def _plain_error(status: int, message: str, error_type: str, code: str) -> JSONResponse:
+    body = {"error": {"message": message, "type": error_type, "code": code}}
+    return JSONResponse(body, status_code=status)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodySizeLimit:
+    """Refuse request bodies over the limit while they stream in, never reading them whole.
+
+    A Content-Length over the limit is refused before a single body byte is read; a
+    chunked body is counted as it arrives and cut off at the limit.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = AudioTooLarge(
+            f"the request body is larger than the limit of {self.max_bytes} bytes"
+        )
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.max_bytes:
+                    await error_response(too_large)(scope, receive, send)
+                    return
+        received = 0
+        response_started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not response_started:
+                await error_response(too_large)(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, manager: EngineManager | None = None) -> FastAPI:
+    """Build the ASGI app; it owns (and closes) its EngineManager unless one is given."""
+    settings = settings or Settings.load()
+    owns_manager = manager is None
+    mgr = manager or EngineManager(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        preload: asyncio.Future[None] | None = None
+        if settings.preload:
+            # Load in the background: /health answers at once, /ready flips when loaded.
+            preload = asyncio.ensure_future(asyncio.to_thread(mgr.preload))
+        try:
+            yield
+        finally:
+            if preload is not None and not preload.done():
+                await asyncio.wait({preload}, timeout=settings.shutdown_grace_s)
+            if owns_manager:
+                await asyncio.to_thread(mgr.close)
+
+    app = FastAPI(
+        title="stts",
+        version=__version__,
+        summary="Offline speech-to-text: OpenAI-compatible and legacy APIs over several engines",
+        lifespan=lifespan,
+    )
+    app.state.manager = mgr
+    app.state.settings = settings
+
+    @app.exception_handler(SttsError)
+    async def _stts_error(request: Request, exc: SttsError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors()[:5]:
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            problems.append(f"{where}: {err.get('msg', 'invalid')}")
+        message = "invalid request: " + "; ".join(problems)
+        return _plain_error(400, message, "invalid_request_error", "invalid_request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        response = _plain_error(exc.status_code, str(exc.detail), "invalid_request_error", code)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _plain_error(500, "internal server error", "server_error", "internal_error")
+
+    app.include_router(openai_routes.router)
+    app.include_router(legacy.router)
+    app.include_router(ops.router)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.audio.max_bytes + _FORM_OVERHEAD_BYTES
+    )
+    return app
+
+
+def app_factory() -> Any:
+    """For ``uvicorn --factory stts.api.app:app_factory``."""
+    return create_app()

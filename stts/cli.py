@@ -1,0 +1,216 @@
+"""Command line: ``stts transcribe``, ``stts engines``, ``stts serve``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from stts.audio import RawFormat, decode_audio
+from stts.errors import SttsError
+from stts.formats import FILE_SUFFIXES, ResponseFormat, render
+
+app = typer.Typer(
+    name="stts",
+    help="Self-hosted, offline speech-to-text: transcribe files, list engines, serve HTTP.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+RAW_SUFFIXES = {".raw", ".pcm"}
+
+
+class TaskChoice(str, Enum):
+    transcribe = "transcribe"
+    translate = "translate"
+
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML config file (or STTS_CONFIG)")
+]
+
+
+def _load_settings(config: Path | None, **overrides: object):  # type: ignore[no-untyped-def]
+    from stts.config import Settings
+
+    return Settings.load(config, **overrides)
+
+
+@app.command()
+def transcribe(
+    files: Annotated[list[Path], typer.Argument(help="audio files (wav, flac, mp3, ogg, opus, m4a, webm, raw)")],
+    engine: Annotated[str | None, typer.Option("--engine", "-e", help="engine name")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="model of the engine")] = None,
+    language: Annotated[str | None, typer.Option("--language", "-l", help="e.g. en; default: detect")] = None,
+    task: Annotated[TaskChoice, typer.Option("--task", help="transcribe, or translate to English")] = TaskChoice.transcribe,
+    fmt: Annotated[ResponseFormat, typer.Option("--format", "-f", help="output format")] = ResponseFormat.text,
+    word_timestamps: Annotated[bool, typer.Option("--word-timestamps", help="word-level times")] = False,
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="write one file per input here")] = None,
+    raw_rate: Annotated[int, typer.Option(help="sample rate of .raw/.pcm files")] = 16000,
+    raw_channels: Annotated[int, typer.Option(help="channels of .raw/.pcm files")] = 1,
+    raw_encoding: Annotated[str, typer.Option(help="s16le, s32le, f32le or u8 for .raw/.pcm")] = "s16le",
+    config: ConfigOpt = None,
+) -> None:
+    """Transcribe audio files; with -o, write one output file per input."""
+    from stts.engines.base import TranscribeOptions
+    from stts.service import EngineManager
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = _load_settings(config)
+        if engine and engine not in settings.engines:
+            settings.engines.append(engine)
+        manager = EngineManager(settings)
+        manager.resolve(engine, model)
+        raw = RawFormat(raw_rate, raw_channels, raw_encoding)  # type: ignore[arg-type]
+    except SttsError as exc:
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        raise typer.Exit(2) from None
+    options = TranscribeOptions(
+        language=language, task=task.value, word_timestamps=word_timestamps
+    )
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+    with manager.session(), progress:
+        overall = progress.add_task("files", total=len(files))
+        for path in files:
+            try:
+                audio = decode_audio(
+                    path,
+                    raw=raw if path.suffix.lower() in RAW_SUFFIXES else None,
+                    limits=settings.audio.limits(),
+                )
+                bar = progress.add_task(path.name, total=max(audio.duration, 0.01))
+                result = manager.transcribe(
+                    audio,
+                    engine=engine,
+                    model=model,
+                    options=options,
+                    on_segment=lambda seg, bar=bar: progress.update(bar, completed=seg.end),
+                )
+                progress.remove_task(bar)
+                text = render(result, fmt)
+                if output_dir is None:
+                    if len(files) > 1:
+                        err.rule(str(path), style="dim")
+                    out.print(text, end="" if text.endswith("\n") else "\n", highlight=False, markup=False, soft_wrap=True)
+                else:
+                    target = output_dir / (path.stem + FILE_SUFFIXES[fmt])
+                    target.write_text(text, encoding="utf-8")
+                    err.print(f"[green]wrote[/green] {target}", highlight=False)
+            except SttsError as exc:
+                failures += 1
+                err.print(f"[red]error:[/red] {path}: {exc.message}", highlight=False)
+            except OSError as exc:
+                failures += 1
+                err.print(f"[red]error:[/red] {path}: {exc.strerror or exc}", highlight=False)
+            progress.advance(overall)
+    if failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+def engines(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """List every engine: installed, model found, loaded, capabilities, reason if unavailable."""
+    from stts.engines.registry import engine_names
+    from stts.service import EngineManager, engine_report
+
+    try:
+        settings = _load_settings(config)
+        manager = EngineManager(settings)
+        reports = [engine_report(manager, name) for name in engine_names()]
+    except SttsError as exc:
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        raise typer.Exit(2) from None
+    if as_json:
+        out.print_json(json.dumps(reports))
+        return
+    table = Table(title="stts engines")
+    for col in ("name", "enabled", "installed", "model", "loaded", "capabilities", "note"):
+        table.add_column(col)
+
+    def yes(value: bool) -> str:
+        return "[green]yes[/green]" if value else "[red]no[/red]"
+
+    for r in reports:
+        caps = r["capabilities"]
+        flags = [k for k in ("word_timestamps", "translation", "language_detection", "streaming") if caps.get(k)]
+        langs = caps["languages"] if isinstance(caps["languages"], str) else ",".join(caps["languages"])
+        model = r["model"] + ("" if r["model_found"] else " [red](missing)[/red]")
+        name = r["name"] + (" [bold](default)[/bold]" if r["default"] else "")
+        table.add_row(
+            name, yes(r["enabled"]), yes(r["installed"]), model, yes(r["loaded"]),
+            f"{langs}; {', '.join(flags) or '-'}", r["reason"] or "",
+        )
+    out.print(table)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port")] = None,
+    engines_opt: Annotated[str | None, typer.Option("--engines", help="comma-separated engines to offer")] = None,
+    default_engine: Annotated[str | None, typer.Option(help="engine used when a request names none")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the HTTP server (OpenAI-compatible /v1 and the legacy /api routes)."""
+    import uvicorn
+
+    from stts.api.app import create_app
+
+    try:
+        settings = _load_settings(
+            config,
+            host=host,
+            port=port,
+            engines=engines_opt,
+            default_engine=default_engine,
+        )
+        application = create_app(settings)
+    except SttsError as exc:
+        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        raise typer.Exit(2) from None
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        access_log=False,
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

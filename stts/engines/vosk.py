@@ -1,0 +1,136 @@
+"""Vosk (Kaldi): offline recognition from a model directory the operator provides.
+
+Set ``STTS_VOSK__MODEL_PATH`` (or ``[vosk] model_path`` in the TOML file) to an unpacked
+model from https://alphacephei.com/vosk/models. The Kaldi model is shared and
+thread-safe; each request gets its own recogniser, which is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stts.engines.base import (
+    Availability,
+    Cancelled,
+    CancelToken,
+    Capabilities,
+    Engine,
+    SegmentCallback,
+    TranscribeOptions,
+)
+from stts.errors import EngineUnavailable
+from stts.transcript import Segment, Transcript, Word
+
+if TYPE_CHECKING:
+    from stts.audio import AudioArray
+    from stts.config import Settings
+
+_CHUNK_SAMPLES = 16_000 // 2  # feed half a second at a time; cancel is checked per chunk
+
+
+class VoskEngine(Engine):
+    """Vosk/Kaldi with a model directory from config."""
+
+    name = "vosk"
+    extra = "vosk"
+
+    def __init__(self, settings: Settings, model: str | None = None) -> None:
+        super().__init__(settings, model)
+        self._model: Any = None
+        self._recognizer_cls: Any = None
+
+    @classmethod
+    def default_model(cls, settings: Settings) -> str:
+        """The model directory's name."""
+        path = settings.vosk.model_path
+        return path.name if path is not None else "none"
+
+    @classmethod
+    def probe(cls, settings: Settings) -> Availability:
+        """Installed? model directory configured and present?"""
+        model = cls.default_model(settings)
+        if importlib.util.find_spec("vosk") is None:
+            return Availability(False, False, "pip install 'stts[vosk]'", model, ())
+        path = settings.vosk.model_path
+        if path is None:
+            return Availability(True, False, "set STTS_VOSK__MODEL_PATH to a Vosk model directory", model, ())
+        if not path.is_dir():
+            return Availability(True, False, f"model directory not found: {path}", model, ())
+        return Availability(True, True, "", model, (model,))
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """One language per model, word timings, no translation; recognisers per request."""
+        return Capabilities(
+            languages=None,
+            word_timestamps=True,
+            translation=False,
+            language_detection=False,
+            streaming=False,
+            thread_safe=True,
+        )
+
+    def load(self) -> None:
+        """Load the Kaldi model from the configured directory."""
+        availability = self.probe(self.settings)
+        if not availability.available:
+            raise EngineUnavailable(f"vosk: {availability.reason}")
+        import vosk  # heavy: imported once, at load
+
+        vosk.SetLogLevel(-1)
+        try:
+            self._model = vosk.Model(str(self.settings.vosk.model_path))
+        except Exception as exc:
+            raise EngineUnavailable("the Vosk model failed to load") from exc
+        self._recognizer_cls = vosk.KaldiRecognizer
+
+    def transcribe(
+        self,
+        audio: AudioArray,
+        options: TranscribeOptions,
+        *,
+        on_segment: SegmentCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Transcript:
+        """Feed PCM to a fresh recogniser; every Kaldi utterance becomes a segment."""
+        if self._model is None:
+            raise EngineUnavailable("the Vosk model is not loaded")
+        recognizer = self._recognizer_cls(self._model, 16_000)
+        recognizer.SetWords(True)
+        pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
+        segments: list[Segment] = []
+
+        def collect(result_json: str) -> None:
+            result = json.loads(result_json)
+            words = tuple(
+                Word(round(w["start"], 3), round(w["end"], 3), w["word"], round(w.get("conf", 1.0), 4))
+                for w in result.get("result", ())
+            )
+            text = result.get("text", "").strip()
+            if text and words:
+                seg = Segment(len(segments), words[0].start, words[-1].end, text, words)
+                segments.append(seg)
+                if on_segment is not None:
+                    on_segment(seg)
+
+        for start in range(0, len(pcm), _CHUNK_SAMPLES):
+            if cancel is not None and cancel.cancelled:
+                raise Cancelled("the request was cancelled")
+            if recognizer.AcceptWaveform(pcm[start : start + _CHUNK_SAMPLES].tobytes()):
+                collect(recognizer.Result())
+        collect(recognizer.FinalResult())
+        return Transcript(
+            text=" ".join(s.text for s in segments),
+            segments=tuple(segments),
+            duration=round(len(audio) / 16_000, 3),
+            language=None,
+            model=self.model,
+        )
+
+    def close(self) -> None:
+        """Drop the model."""
+        self._model = None
