@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -42,6 +42,12 @@ class EngineSettings(BaseModel):
 
     workers: int = Field(1, ge=1, le=64, description="requests this engine runs at once")
     queue_size: int = Field(8, ge=0, le=10_000, description="requests waiting beyond the workers")
+
+
+class PluginSettings(EngineSettings):
+    """Settings of a third-party engine: workers, queue, and whatever options it reads."""
+
+    model_config = ConfigDict(extra="allow")
 
 
 class WhisperSettings(EngineSettings):
@@ -119,6 +125,9 @@ class Settings(BaseSettings):
     whisper: WhisperSettings = Field(default_factory=WhisperSettings)
     pocketsphinx: PocketSphinxSettings = Field(default_factory=PocketSphinxSettings)
     vosk: VoskSettings = Field(default_factory=VoskSettings)
+    plugins: dict[str, PluginSettings] = Field(
+        default_factory=dict, description="settings of third-party engines, by engine name"
+    )
 
     _split = field_validator("engines", "fallback", "api_keys", mode="before")(_split_commas)
 
@@ -151,5 +160,7 @@ class Settings(BaseSettings):
 
     def engine_settings(self, name: str) -> EngineSettings:
         """The nested settings of one engine (defaults for engines without a section)."""
-        section = getattr(self, name, None)
-        return section if isinstance(section, EngineSettings) else EngineSettings()
+        section = getattr(self, name, None) if name.isidentifier() else None
+        if isinstance(section, EngineSettings):
+            return section
+        return self.plugins.get(name) or EngineSettings()

@@ -1,0 +1,141 @@
+"""Shared fixtures: the real corpus, real models, a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from stts.api.app import create_app
+from stts.audio import RawFormat
+from stts.config import Settings
+from stts.service import EngineManager
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+CORPUS = Path(os.environ.get("STTS_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus"))
+
+
+@dataclass(frozen=True)
+class CorpusItem:
+    """One manifest row."""
+
+    path: Path
+    duration: float
+    sample_rate: int
+    channels: int
+    format: str
+    reference: str
+
+    @property
+    def raw(self) -> RawFormat | None:
+        """Headerless files are 16 kHz mono s16le in this corpus."""
+        return RawFormat() if self.path.suffix == ".raw" else None
+
+
+def load_corpus() -> list[CorpusItem]:
+    """The manifest as items (empty when the corpus is not beside the checkout)."""
+    manifest = CORPUS / "manifest.tsv"
+    if not manifest.is_file():
+        return []
+    with manifest.open(newline="") as fh:
+        return [
+            CorpusItem(
+                CORPUS / row["file"],
+                float(row["duration_s"]),
+                int(row["sample_rate"]),
+                int(row["channels"]),
+                row["format"],
+                row["reference_text"],
+            )
+            for row in csv.DictReader(fh, delimiter="\t")
+        ]
+
+
+CORPUS_ITEMS = load_corpus()
+requires_corpus = pytest.mark.skipif(not CORPUS_ITEMS, reason=f"corpus not found at {CORPUS}")
+
+
+def corpus_file(name: str) -> Path:
+    """Path of one corpus file by its manifest name."""
+    for item in CORPUS_ITEMS:
+        if item.path.name == name:
+            return item.path
+    pytest.skip(f"corpus file {name} not available")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Model cache for the session (the embedded model is assembled here once)."""
+    return tmp_path_factory.mktemp("stts-cache")
+
+
+@pytest.fixture(scope="session")
+def settings(cache_dir: Path) -> Settings:
+    """Default settings with an isolated cache; both embedded engines enabled."""
+    return Settings(cache_dir=cache_dir, engines=["whisper", "pocketsphinx"])
+
+
+@pytest.fixture(scope="session")
+def manager(settings: Settings) -> Iterator[EngineManager]:
+    """One manager for the session: each model loads once for all tests."""
+    mgr = EngineManager(settings)
+    yield mgr
+    mgr.close()
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveServer:
+    """A real uvicorn server on 127.0.0.1, in a background thread of the test process."""
+
+    def __init__(self, settings: Settings, manager: EngineManager | None = None) -> None:
+        self.port = free_port()
+        self.app = create_app(settings, manager=manager)
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        """Base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server did not become ready")
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def server(settings: Settings, manager: EngineManager) -> Iterator[LiveServer]:
+    """The shared server, on the session's manager (models already loaded stay loaded)."""
+    with LiveServer(settings, manager) as live:
+        yield live

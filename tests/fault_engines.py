@@ -1,0 +1,122 @@
+"""FAULT-INJECTION engines, registered only by tests: never shipped, never a default.
+
+They are deterministic stand-ins used to make an engine fail, hang or load badly on
+purpose, the way httpx's MockTransport stands in for a network.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, ClassVar
+
+from stts.engines.base import (
+    Availability,
+    Cancelled,
+    CancelToken,
+    Capabilities,
+    Engine,
+    SegmentCallback,
+    TranscribeOptions,
+)
+from stts.errors import EngineUnavailable
+from stts.transcript import Segment, Transcript
+
+if TYPE_CHECKING:
+    from stts.audio import AudioArray
+    from stts.config import Settings
+
+
+class FaultEngine(Engine):
+    """Base for the fakes: available, English, thread-safe."""
+
+    extra = ""
+
+    @classmethod
+    def probe(cls, settings: Settings) -> Availability:
+        return Availability(True, True, "", "fake", ("fake",))
+
+    @classmethod
+    def default_model(cls, settings: Settings) -> str:
+        return "fake"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(languages=frozenset({"en"}), thread_safe=True)
+
+    def load(self) -> None:
+        pass
+
+
+class AlwaysFailsEngine(FaultEngine):
+    """Raises on every transcription (a crashing engine)."""
+
+    name = "fault-fails"
+    calls: ClassVar[int] = 0
+
+    def transcribe(
+        self,
+        audio: AudioArray,
+        options: TranscribeOptions,
+        *,
+        on_segment: SegmentCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Transcript:
+        type(self).calls += 1
+        raise RuntimeError("injected engine failure")
+
+
+class LoadFailsEngine(FaultEngine):
+    """Its model never loads; counts the attempts."""
+
+    name = "fault-load-fails"
+    loads: ClassVar[int] = 0
+
+    def load(self) -> None:
+        type(self).loads += 1
+        raise EngineUnavailable("injected load failure")
+
+    def transcribe(self, audio, options, *, on_segment=None, cancel=None):  # type: ignore[no-untyped-def]
+        raise AssertionError("never called: load failed")
+
+
+class SlowEngine(FaultEngine):
+    """Takes ``delay`` seconds per call in small steps, honouring cancel; records activity."""
+
+    name = "fault-slow"
+    delay: ClassVar[float] = 1.0
+    active: ClassVar[int] = 0
+    peak: ClassVar[int] = 0
+    finished: ClassVar[int] = 0
+    cancelled: ClassVar[int] = 0
+    _lock = threading.Lock()
+
+    def transcribe(
+        self,
+        audio: AudioArray,
+        options: TranscribeOptions,
+        *,
+        on_segment: SegmentCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Transcript:
+        cls = type(self)
+        with cls._lock:
+            cls.active += 1
+            cls.peak = max(cls.peak, cls.active)
+        try:
+            end = time.monotonic() + cls.delay
+            while time.monotonic() < end:
+                if cancel is not None and cancel.cancelled:
+                    with cls._lock:
+                        cls.cancelled += 1
+                    raise Cancelled("cancelled")
+                time.sleep(0.01)
+            seg = Segment(0, 0.0, len(audio) / 16000, "slow result")
+            if on_segment is not None:
+                on_segment(seg)
+            with cls._lock:
+                cls.finished += 1
+            return Transcript("slow result", (seg,), len(audio) / 16000, "en", model="fake")
+        finally:
+            with cls._lock:
+                cls.active -= 1

@@ -1,0 +1,185 @@
+"""EngineManager with FAULT-INJECTION engines (tests/fault_engines.py): fallback, admission,
+timeouts, cancellation, remembered load failures. Real engines where the behaviour needs one."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from stts.config import Settings
+from stts.engines.base import CancelToken, TranscribeOptions
+from stts.engines.registry import register_engine, unregister_engine
+from stts.errors import (
+    Cancelled,
+    EngineUnavailable,
+    Overloaded,
+    TranscriptionFailed,
+    TranscriptionTimeout,
+    UnknownEngine,
+    UnknownModel,
+)
+from stts.service import EngineManager
+from tests.fault_engines import AlwaysFailsEngine, LoadFailsEngine, SlowEngine
+
+ONE_SECOND = np.zeros(16000, np.float32)
+
+
+@pytest.fixture(autouse=True)
+def fault_engines() -> Iterator[None]:
+    for cls in (AlwaysFailsEngine, LoadFailsEngine, SlowEngine):
+        register_engine(cls.name, cls)
+    SlowEngine.delay, SlowEngine.active, SlowEngine.peak = 1.0, 0, 0
+    SlowEngine.finished = SlowEngine.cancelled = 0
+    yield
+    for cls in (AlwaysFailsEngine, LoadFailsEngine, SlowEngine):
+        unregister_engine(cls.name)
+
+
+def _manager(tmp_path, **kw) -> EngineManager:  # type: ignore[no-untyped-def]
+    base = {
+        "cache_dir": tmp_path,
+        "engines": ["fault-slow", "fault-fails", "fault-load-fails"],
+        "default_engine": "fault-slow",
+    }
+    base.update(kw)
+    settings = Settings(**base)
+    return EngineManager(settings)
+
+
+def test_unknown_engine_and_model_are_refused_without_loading(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    mgr = _manager(tmp_path)
+    with pytest.raises(UnknownEngine):
+        mgr.resolve("no-such-engine")
+    with pytest.raises(UnknownEngine, match="not enabled"):
+        mgr.resolve("whisper")
+    with pytest.raises(UnknownModel):
+        mgr.resolve("fault-slow", "/etc/passwd")
+    assert mgr.loaded_slots() == []
+
+
+def test_fallback_answers_and_says_so(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    SlowEngine.delay = 0.0
+    mgr = _manager(tmp_path, fallback=["fault-slow"])
+    result = mgr.transcribe(ONE_SECOND, engine="fault-fails")
+    assert result.text == "slow result"
+    assert result.engine == "fault-slow" and result.fallback
+    assert result.attempts == ("fault-fails", "fault-slow")
+    mgr.close()
+
+
+def test_without_fallback_the_engine_error_is_raised(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    mgr = _manager(tmp_path)
+    with pytest.raises(TranscriptionFailed, match="fault-fails"):
+        mgr.transcribe(ONE_SECOND, engine="fault-fails")
+    mgr.close()
+
+
+def test_failed_load_is_remembered_not_retried(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    LoadFailsEngine.loads = 0
+    mgr = _manager(tmp_path)
+    for _ in range(3):
+        with pytest.raises(EngineUnavailable):
+            mgr.transcribe(ONE_SECOND, engine="fault-load-fails")
+    assert LoadFailsEngine.loads == 1
+    assert mgr.slot(("fault-load-fails", "fake")).state == "failed"
+    mgr.close()
+
+
+def test_load_failure_falls_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    SlowEngine.delay = 0.0
+    mgr = _manager(tmp_path, fallback=["fault-slow"])
+    result = mgr.transcribe(ONE_SECOND, engine="fault-load-fails")
+    assert result.engine == "fault-slow" and result.fallback
+    mgr.close()
+
+
+def test_queue_full_is_refused_at_once_and_nothing_is_lost(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    SlowEngine.delay = 0.3
+    # workers=2 + queue=2 -> capacity 4; 10 concurrent callers
+    mgr = _manager(tmp_path, plugins={"fault-slow": {"workers": 2, "queue_size": 2}})
+    outcomes: list[str] = []
+
+    def call() -> str:
+        started = time.monotonic()
+        try:
+            return mgr.transcribe(ONE_SECOND).text
+        except Overloaded as exc:
+            assert exc.retry_after is not None and exc.retry_after >= 1
+            assert time.monotonic() - started < 0.1, "refusal must not wait"
+            return "503"
+
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        outcomes = list(pool.map(lambda _: call(), range(10)))
+    assert outcomes.count("slow result") == 4
+    assert outcomes.count("503") == 6
+    assert SlowEngine.peak <= 2
+    slot = mgr.slot(("fault-slow", "fake"))
+    assert slot.in_flight == 0 and slot.rejected == 6
+    mgr.close()
+
+
+def test_timeout_returns_504_and_the_worker_is_accounted_for(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    SlowEngine.delay = 5.0
+    mgr = _manager(
+        tmp_path,
+        timeout_base_s=0.2,
+        timeout_per_audio_s=0.0,
+        plugins={"fault-slow": {"workers": 1, "queue_size": 0}},
+    )
+    with pytest.raises(TranscriptionTimeout):
+        mgr.transcribe(ONE_SECOND)
+    slot = mgr.slot(("fault-slow", "fake"))
+    # The engine was told to stop; its capacity comes back once the thread really ends.
+    deadline = time.monotonic() + 2
+    while slot.in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert slot.in_flight == 0
+    assert SlowEngine.cancelled == 1 and SlowEngine.finished == 0
+    mgr.close()
+
+
+def test_cancelled_async_request_stops_the_engine_and_frees_queued_jobs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    SlowEngine.delay = 5.0
+    mgr = _manager(tmp_path, plugins={"fault-slow": {"workers": 1, "queue_size": 4}})
+
+    async def scenario() -> None:
+        tasks = [asyncio.ensure_future(mgr.transcribe_async(ONE_SECOND)) for _ in range(3)]
+        await asyncio.sleep(0.2)
+        assert mgr.slot(("fault-slow", "fake")).in_flight == 3
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    started = time.monotonic()
+    asyncio.run(scenario())
+    slot = mgr.slot(("fault-slow", "fake"))
+    deadline = time.monotonic() + 2
+    while slot.in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert slot.in_flight == 0
+    assert time.monotonic() - started < 2, "cancelled work must not run to completion"
+    assert SlowEngine.finished == 0
+    mgr.close()
+
+
+def test_cancel_token_before_start_skips_the_job(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    mgr = _manager(tmp_path)
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        mgr.transcribe(ONE_SECOND, cancel=token)
+    assert SlowEngine.finished == 0
+    mgr.close()
+
+
+def test_translate_fallback_skips_engines_that_cannot_translate(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    mgr = _manager(tmp_path, fallback=["fault-slow"])
+    mgr.slot(("fault-slow", "fake")).ensure_loaded()
+    keys = mgr.chain(("fault-fails", "fake"), TranscribeOptions(task="translate"))
+    assert keys == [("fault-fails", "fake")]
+    mgr.close()
