@@ -80,25 +80,35 @@ class BodySizeLimit:
                     await error_response(too_large)(scope, receive, send)
                     return
         received = 0
+        exceeded = False
         response_started = False
+        replaced = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    exceeded = True
                     raise _BodyTooLarge()
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
+        async def guarded_send(message: Message) -> None:
+            # Frameworks may turn our exception into their own 400 ("error parsing the
+            # body"); whatever they answer, an oversized body is answered 413.
+            nonlocal response_started, replaced
             if message["type"] == "http.response.start":
                 response_started = True
-            await send(message)
+                if exceeded:
+                    replaced = True
+                    await error_response(too_large)(scope, receive, send)
+                    return
+            if not replaced:
+                await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, guarded_send)
         except _BodyTooLarge:
             if not response_started:
                 await error_response(too_large)(scope, receive, send)

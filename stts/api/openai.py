@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from stts.api.common import (
     decode_upload,
     get_manager,
+    raw_format_from_content_type,
     read_upload,
     run_transcription,
     stream_transcription,
@@ -126,7 +127,8 @@ async def _handle(
 ) -> Response:
     key = resolve_model(manager, model)
     data = await read_upload(file, manager.settings.audio.max_bytes)
-    audio = await decode_upload(manager, key, data, None)
+    # Headerless PCM is read when the file part says so: audio/L16; rate=...; channels=...
+    audio = await decode_upload(manager, key, data, raw_format_from_content_type(file.content_type))
     if stream:
         return StreamingResponse(
             stream_transcription(manager, audio, key, options),
