@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -39,6 +40,11 @@ class TaskChoice(str, Enum):
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML config file (or STTS_CONFIG)")
 ]
+
+
+def _error(message: str) -> None:
+    """One line on stderr, never wrapped, never a traceback."""
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def _load_settings(config: Path | None, **overrides: object):  # type: ignore[no-untyped-def]
@@ -75,7 +81,7 @@ def transcribe(
         manager.resolve(engine, model)
         raw = RawFormat(raw_rate, raw_channels, raw_encoding)  # type: ignore[arg-type]
     except SttsError as exc:
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        _error(f"{exc.message}")
         raise typer.Exit(2) from None
     options = TranscribeOptions(
         language=language, task=task.value, word_timestamps=word_timestamps
@@ -121,10 +127,10 @@ def transcribe(
                     err.print(f"[green]wrote[/green] {target}", highlight=False)
             except SttsError as exc:
                 failures += 1
-                err.print(f"[red]error:[/red] {path}: {exc.message}", highlight=False)
+                _error(f"{path}: {exc.message}")
             except OSError as exc:
                 failures += 1
-                err.print(f"[red]error:[/red] {path}: {exc.strerror or exc}", highlight=False)
+                _error(f"{path}: {exc.strerror or exc}")
             progress.advance(overall)
     if failures:
         raise typer.Exit(1)
@@ -144,29 +150,32 @@ def engines(
         manager = EngineManager(settings)
         reports = [engine_report(manager, name) for name in engine_names()]
     except SttsError as exc:
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        _error(f"{exc.message}")
         raise typer.Exit(2) from None
     if as_json:
         out.print_json(json.dumps(reports))
         return
     table = Table(title="stts engines")
     for col in ("name", "enabled", "installed", "model", "loaded", "capabilities", "note"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col != "note")
 
     def yes(value: bool) -> str:
         return "[green]yes[/green]" if value else "[red]no[/red]"
 
     for r in reports:
         caps = r["capabilities"]
-        flags = [k for k in ("word_timestamps", "translation", "language_detection", "streaming") if caps.get(k)]
+        labels = {"word_timestamps": "words", "translation": "translate",
+                  "language_detection": "detect", "streaming": "stream"}
+        flags = [label for key, label in labels.items() if caps.get(key)]
         langs = caps["languages"] if isinstance(caps["languages"], str) else ",".join(caps["languages"])
         model = r["model"] + ("" if r["model_found"] else " [red](missing)[/red]")
         name = r["name"] + (" [bold](default)[/bold]" if r["default"] else "")
         table.add_row(
             name, yes(r["enabled"]), yes(r["installed"]), model, yes(r["loaded"]),
-            f"{langs}; {', '.join(flags) or '-'}", r["reason"] or "",
+            f"{langs}; {', '.join(flags) or '-'}", escape(r["reason"] or ""),
         )
-    out.print(table)
+    # Piped output is not cut at 80 columns: a table is useless with its notes cut off.
+    (out if out.is_terminal else Console(width=160)).print(table)
 
 
 @app.command()
@@ -192,7 +201,7 @@ def serve(
         )
         application = create_app(settings)
     except SttsError as exc:
-        err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        _error(f"{exc.message}")
         raise typer.Exit(2) from None
     uvicorn.run(
         application,

@@ -1,0 +1,64 @@
+"""Renderers: well-formed, monotonic subtitles and the OpenAI verbose_json shape."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from stts.formats import ResponseFormat, render, to_verbose_json
+from stts.transcript import Segment, Transcript, Word
+
+TRANSCRIPT = Transcript(
+    text="Hello there. General Kenobi.",
+    segments=(
+        Segment(0, 0.0, 1.5, "Hello there.", (Word(0.0, 0.6, "Hello", 0.9), Word(0.7, 1.5, "there.", 0.8))),
+        # Overlapping start and an empty segment: renderers must still emit monotonic cues.
+        Segment(1, 1.4, 3725.25, "General Kenobi.", (Word(1.6, 2.0, "General"), Word(2.1, 3725.25, "Kenobi."))),
+        Segment(2, 3725.25, 3725.25, "   "),
+    ),
+    duration=3726.0,
+    language="en",
+)
+
+
+def _cue_times(body: str, sep: str) -> list[tuple[str, str]]:
+    stamp = rf"\d{{2}}:\d{{2}}:\d{{2}}{re.escape(sep)}\d{{3}}"
+    return re.findall(rf"^({stamp}) --> ({stamp})$", body, flags=re.M)
+
+
+def test_srt_is_numbered_and_monotonic() -> None:
+    body = render(TRANSCRIPT, "srt")
+    assert body.startswith("1\n00:00:00,000 --> 00:00:01,500\nHello there.\n\n2\n")
+    times = _cue_times(body, ",")
+    assert times == [("00:00:00,000", "00:00:01,500"), ("00:00:01,500", "01:02:05,250")]
+    assert "   " not in body
+
+
+def test_vtt_has_header_and_dot_millis() -> None:
+    body = render(TRANSCRIPT, ResponseFormat.vtt)
+    assert body.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:01.500\nHello there.\n")
+    assert len(_cue_times(body, ".")) == 2
+
+
+def test_text_and_json() -> None:
+    assert render(TRANSCRIPT, "text") == "Hello there. General Kenobi.\n"
+    assert json.loads(render(TRANSCRIPT, "json")) == {"text": "Hello there. General Kenobi."}
+
+
+def test_verbose_json_has_the_openai_shape() -> None:
+    body = json.loads(render(TRANSCRIPT, "verbose_json"))
+    assert set(body) == {"task", "language", "duration", "text", "segments", "words"}
+    assert body["task"] == "transcribe" and body["language"] == "en"
+    seg_keys = {"id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob",
+                "compression_ratio", "no_speech_prob"}
+    assert all(set(s) == seg_keys for s in body["segments"])
+    assert body["words"][0] == {"word": "Hello", "start": 0.0, "end": 0.6}
+    assert "words" not in to_verbose_json(TRANSCRIPT, words=False)
+    assert "segments" not in to_verbose_json(TRANSCRIPT, segments=False)
+
+
+def test_empty_transcript_renders_empty_but_valid() -> None:
+    empty = Transcript("", (), 1.0)
+    assert render(empty, "srt") == ""
+    assert render(empty, "vtt") == "WEBVTT\n\n"
+    assert json.loads(render(empty, "verbose_json"))["segments"] == []
