@@ -1,0 +1,116 @@
+"""Issue 3 numbers: what the HTTP server adds over raw faster-whisper, and requests/s.
+
+In one run: (1) raw faster-whisper in this process transcribes the corpus (baseline);
+(2) a real `stts serve` process on 127.0.0.1 transcribes the same files sent one at a
+time over HTTP (/v1/audio/transcriptions, language en); (3) the server at concurrency
+1, 2 and 4. Same model (Whisper base int8), beam 5, same thread count.
+
+    .venv/bin/python bench/server.py          # writes bench/results/server.md
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from common import RESULTS, ROOT, corpus, machine, markdown_table
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(port: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "STTS_PORT": str(port), "STTS_LOG_LEVEL": "warning", **(extra_env or {})}
+    proc = subprocess.Popen([sys.executable, "-m", "stts.cli", "serve"], cwd=ROOT, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server did not become ready")
+
+
+def post(client: httpx.Client, url: str, path: Path) -> float:
+    t0 = time.perf_counter()
+    r = client.post(url, files={"file": (path.name, path.read_bytes())},
+                    data={"model": "whisper-1", "language": "en"}, timeout=600)
+    r.raise_for_status()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    from faster_whisper import WhisperModel
+
+    from stts.config import Settings
+    from stts.engines.whisper import EMBEDDED_MODELS, assemble_embedded_model
+
+    items = corpus()
+    audio_s = sum(i.duration for i in items)
+    path = assemble_embedded_model(EMBEDDED_MODELS["base"], Settings().cache_dir)
+    model = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=os.cpu_count() or 1)
+    list(model.transcribe(str(items[0].path), language="en")[0])  # warm-up
+    t0 = time.perf_counter()
+    for item in items:
+        segments, _ = model.transcribe(str(item.path), language="en", beam_size=5)
+        list(segments)
+    raw_wall = time.perf_counter() - t0
+    del model
+
+    port = free_port()
+    server = start_server(port)
+    url = f"http://127.0.0.1:{port}/v1/audio/transcriptions"
+    rows = []
+    try:
+        with httpx.Client() as client:
+            post(client, url, items[0].path)  # warm-up
+            t0 = time.perf_counter()
+            latencies = [post(client, url, i.path) for i in items]
+            http_wall = time.perf_counter() - t0
+        rows.append(["raw faster-whisper, in-process, sequential", 1, raw_wall, len(items) / raw_wall, audio_s / raw_wall, 1.0])
+        rows.append(["stts server over HTTP, sequential", 1, http_wall, len(items) / http_wall, audio_s / http_wall, http_wall / raw_wall])
+        for concurrency in (2, 4):
+            work = [i.path for i in items] * concurrency
+            with httpx.Client(limits=httpx.Limits(max_connections=concurrency)) as client, \
+                    concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+                t0 = time.perf_counter()
+                list(pool.map(lambda p: post(client, url, p), work))
+                wall = time.perf_counter() - t0
+            rows.append([f"stts server over HTTP, concurrency {concurrency}", concurrency, wall,
+                         len(work) / wall, audio_s * concurrency / wall, (wall / concurrency) / raw_wall])
+    finally:
+        server.terminate()
+        server.wait(30)
+    table = markdown_table(
+        ["run", "concurrency", "wall s", "requests/s", "audio s per s", "wall / raw (per corpus pass)"], rows
+    )
+    overhead = (http_wall / raw_wall - 1) * 100
+    text = (
+        f"Whisper base int8, beam 5, language en, {len(items)} files / {audio_s:.1f} s of audio per pass; "
+        f"1 engine worker, all cores to CTranslate2; {machine()}.\n\n{table}\n\n"
+        f"Server overhead over raw faster-whisper (sequential): {overhead:+.1f} % "
+        f"(median request latency {sorted(latencies)[len(latencies) // 2]:.2f} s).\n"
+    )
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "server.md").write_text(text)
+    (RESULTS / "server.json").write_text(json.dumps({"raw_wall_s": raw_wall, "http_wall_s": http_wall, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
