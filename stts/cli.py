@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -189,7 +190,7 @@ def serve(
     """Run the HTTP server (OpenAI-compatible /v1 and the legacy /api routes)."""
     import uvicorn
 
-    from stts.api.app import create_app
+    from stts.api.app import create_app, server_config
 
     try:
         settings = _load_settings(
@@ -203,14 +204,30 @@ def serve(
     except SttsError as exc:
         _error(f"{exc.message}")
         raise typer.Exit(2) from None
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
-        access_log=False,
-    )
+    config_ = server_config(application, settings)
+    server = _draining_server_class()(config_, application)
+    server.run()
+    raise typer.Exit(0)
+
+
+def _draining_server_class():  # type: ignore[no-untyped-def]
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        """uvicorn, but SIGTERM first flips the app to draining: new requests get 503."""
+
+        def __init__(self, config: uvicorn.Config, application: object) -> None:
+            super().__init__(config)
+            self.application = application
+
+        def handle_exit(self, sig: int, frame: object) -> None:
+            self.application.state.draining = True  # type: ignore[attr-defined]
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+            # A drained SIGTERM is a clean stop: exit 0 instead of re-raising the signal.
+            if sig == signal.SIGTERM:
+                self._captured_signals = [s for s in self._captured_signals if s != sig]
+
+    return DrainingServer
 
 
 def main() -> None:

@@ -90,6 +90,17 @@ class AudioSettings(BaseModel):
         return AudioLimits(max_bytes=self.max_bytes, max_duration_s=self.max_duration_s)
 
 
+class RateLimitSettings(BaseModel):
+    """Token buckets for POST requests: per API key, or per client IP without keys."""
+
+    requests_per_minute: float = Field(0, ge=0, description="refill rate; 0 turns limiting off")
+    burst: int = Field(10, ge=1, description="bucket size: requests allowed at once")
+    per_key: dict[str, float] = Field(
+        default_factory=dict, description="key name -> requests per minute (overrides the rate)"
+    )
+    max_clients: int = Field(10_000, ge=1, description="buckets kept (least recently used dropped)")
+
+
 class Settings(BaseSettings):
     """All configuration of stts."""
 
@@ -119,7 +130,17 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(30.0, ge=0, description="drain deadline on SIGTERM")
     cache_dir: Path = Field(default_factory=default_cache_dir)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    json_logs: bool = Field(True, description="JSON lines on stderr (false: plain text)")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="accepted API keys, 'name:key' or 'key', comma-separated"
+    )
+    api_keys_file: Path | None = Field(
+        None, description="file of '[name] <sha256 hex>' lines: hashed keys"
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="addresses/CIDRs whose X-Forwarded-For is believed"
+    )
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
     audio: AudioSettings = Field(default_factory=AudioSettings)
     whisper: WhisperSettings = Field(default_factory=WhisperSettings)
@@ -129,7 +150,9 @@ class Settings(BaseSettings):
         default_factory=dict, description="settings of third-party engines, by engine name"
     )
 
-    _split = field_validator("engines", "fallback", "api_keys", mode="before")(_split_commas)
+    _split = field_validator("engines", "fallback", "api_keys", "trusted_proxies", mode="before")(
+        _split_commas
+    )
 
     @classmethod
     def settings_customise_sources(

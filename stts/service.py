@@ -22,7 +22,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -265,10 +265,24 @@ class EngineManager:
         self._slots: dict[SlotKey, EngineSlot] = {}
         self._slots_lock = threading.Lock()
         self._closed = False
+        self._observers: list[Callable[[Transcript, float], None]] = []
         for name in settings.engines:
             get_engine_class(name)  # fail fast on a typo in the config
 
     # -- lookup ---------------------------------------------------------------
+
+    def add_observer(self, observer: Callable[[Transcript, float], None]) -> None:
+        """Call ``observer(transcript, seconds)`` after every successful transcription."""
+        self._observers.append(observer)
+
+    def _observe(self, transcript: Transcript, started: float) -> Transcript:
+        elapsed = time.perf_counter() - started
+        for observer in self._observers:
+            try:
+                observer(transcript, elapsed)
+            except Exception:
+                logger.exception("transcription observer failed")
+        return transcript
 
     @property
     def closed(self) -> bool:
@@ -399,6 +413,7 @@ class EngineManager:
         timeout = self.deadline(len(samples) / SAMPLE_RATE)
         attempts: list[str] = []
         last_error: EngineError | None = None
+        started = time.perf_counter()
         for candidate in self.chain(key, options):
             attempts.append(candidate[0])
             slot = self.slot(candidate)
@@ -420,7 +435,7 @@ class EngineManager:
                 logger.warning("engine %s failed: %s; trying the next", candidate[0], exc.message)
                 last_error = exc
                 continue
-            return self._label(result, candidate, attempts)
+            return self._observe(self._label(result, candidate, attempts), started)
         assert last_error is not None
         raise last_error
 
@@ -442,6 +457,7 @@ class EngineManager:
         timeout = self.deadline(len(samples) / SAMPLE_RATE)
         attempts: list[str] = []
         last_error: EngineError | None = None
+        started = time.perf_counter()
         for candidate in self.chain(key, options):
             attempts.append(candidate[0])
             future = self.slot(candidate).submit(
@@ -459,7 +475,7 @@ class EngineManager:
                 logger.warning("engine %s failed: %s; trying the next", candidate[0], exc.message)
                 last_error = exc
                 continue
-            return self._label(result, candidate, attempts)
+            return self._observe(self._label(result, candidate, attempts), started)
         assert last_error is not None
         raise last_error
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import uvicorn
 
-from stts.api.app import create_app
+from stts.api.app import create_app, server_config
 from stts.audio import RawFormat
 from stts.config import Settings
 from stts.service import EngineManager
@@ -106,8 +106,8 @@ class LiveServer:
     def __init__(self, settings: Settings, manager: EngineManager | None = None) -> None:
         self.port = free_port()
         self.app = create_app(settings, manager=manager)
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        config = server_config(
+            self.app, settings, host="127.0.0.1", port=self.port, log_config=None, log_level="warning"
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -25,27 +25,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from stts import __version__
 from stts.api import legacy, ops
 from stts.api import openai as openai_routes
+from stts.api.edge import Guard, RequestContext
+from stts.api.responses import error_response, plain_error
 from stts.config import Settings
 from stts.errors import AudioTooLarge, SttsError
+from stts.metrics import Metrics
 from stts.service import EngineManager
 
 logger = logging.getLogger(__name__)
 
 # Room for multipart boundaries and the small form fields that travel with the file.
 _FORM_OVERHEAD_BYTES = 256 * 1024
-
-
-def error_response(exc: SttsError) -> JSONResponse:
-    """The single mapping from an stts error to an HTTP response."""
-    headers = {}
-    if exc.retry_after is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-    return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
-
-
-def _plain_error(status: int, message: str, error_type: str, code: str) -> JSONResponse:
-    body = {"error": {"message": message, "type": error_type, "code": code}}
-    return JSONResponse(body, status_code=status)
 
 
 class _BodyTooLarge(Exception):
@@ -142,6 +132,8 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
     )
     app.state.manager = mgr
     app.state.settings = settings
+    app.state.draining = False  # set by `stts serve` on SIGTERM: new requests get 503
+    app.state.metrics = metrics = Metrics(mgr)
 
     @app.exception_handler(SttsError)
     async def _stts_error(request: Request, exc: SttsError) -> JSONResponse:
@@ -154,12 +146,12 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             problems.append(f"{where}: {err.get('msg', 'invalid')}")
         message = "invalid request: " + "; ".join(problems)
-        return _plain_error(400, message, "invalid_request_error", "invalid_request")
+        return plain_error(400, message, "invalid_request_error", "invalid_request")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        response = _plain_error(exc.status_code, str(exc.detail), "invalid_request_error", code)
+        response = plain_error(exc.status_code, str(exc.detail), "invalid_request_error", code)
         if exc.headers:
             response.headers.update(exc.headers)
         return response
@@ -167,15 +159,39 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return _plain_error(500, "internal server error", "server_error", "internal_error")
+        return plain_error(500, "internal server error", "server_error", "internal_error")
 
     app.include_router(openai_routes.router)
     app.include_router(legacy.router)
     app.include_router(ops.router)
+    # Added innermost first: RequestContext -> Guard -> BodySizeLimit -> routes.
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.audio.max_bytes + _FORM_OVERHEAD_BYTES
     )
+    app.add_middleware(Guard, settings=settings)
+    app.add_middleware(
+        RequestContext, metrics=metrics, is_draining=lambda: bool(app.state.draining)
+    )
     return app
+
+
+def server_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """How `stts serve` (and the tests) run the app under uvicorn."""
+    from stts.logs import logging_config
+
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": logging_config(settings.log_level, settings.json_logs),
+        "timeout_graceful_shutdown": int(settings.shutdown_grace_s),
+        "access_log": False,  # stts.access logs each request, with its id
+        # X-Forwarded-For is honoured only from settings.trusted_proxies (stts.api.edge);
+        # uvicorn's own handling would trust 127.0.0.1 behind our back.
+        "proxy_headers": False,
+        "server_header": False,
+    }
+    options.update(overrides)
+    return uvicorn.Config(app, **options)
 
 
 def app_factory() -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
+from fastapi.responses import JSONResponse
 
 from stts.api.common import (
     decode_upload,
@@ -21,7 +22,7 @@ from stts.api.common import (
 )
 from stts.engines.base import TranscribeOptions
 from stts.engines.registry import engine_names
-from stts.errors import EmptyAudio, UnknownEngine
+from stts.errors import AudioTooLarge, EmptyAudio, UnknownEngine
 from stts.service import EngineManager, engine_report
 
 router = APIRouter(prefix="/api", tags=["legacy"])
@@ -34,8 +35,6 @@ async def _body_audio(request: Request, speech: UploadFile | None, max_bytes: in
     async for chunk in request.stream():
         data += chunk
         if len(data) > max_bytes:
-            from stts.errors import AudioTooLarge
-
             raise AudioTooLarge(f"the audio is larger than the limit of {max_bytes} bytes")
     if not data:
         raise EmptyAudio("no audio: send it as the multipart field 'speech' or as the body")
@@ -49,7 +48,7 @@ async def _stt(
     speech: UploadFile | None,
     language: str | None,
     word_timestamps: bool,
-) -> dict[str, Any]:
+) -> JSONResponse:
     key = manager.resolve(engine or None)
     data = await _body_audio(request, speech, manager.settings.audio.max_bytes)
     content_type = speech.content_type if speech is not None else request.headers.get("content-type")
@@ -74,7 +73,8 @@ async def _stt(
             {"word": w.word, "start": w.start, "end": w.end, "probability": w.probability}
             for w in t.words
         ]
-    return body
+    headers = {"X-STT-Engine": t.engine, "X-STT-Fallback": "true" if t.fallback else "false"}
+    return JSONResponse(body, headers=headers)
 
 
 @router.post("/v1/stt", summary="Transcribe (legacy v1)")
@@ -86,7 +86,7 @@ async def stt_v1(
     x_stt_engine: Annotated[str | None, Header(description="engine name")] = None,
     language: Annotated[str | None, Query(max_length=16)] = None,
     word_timestamps: Annotated[bool, Query()] = False,
-) -> dict[str, Any]:
+) -> JSONResponse:
     """Transcribe with the engine from ?engine=, X-STT-Engine or the default."""
     return await _stt(request, manager, engine or x_stt_engine, speech, language, word_timestamps)
 
@@ -99,7 +99,7 @@ async def stt_v2(
     speech: Annotated[UploadFile | None, File(description="the audio")] = None,
     language: Annotated[str | None, Query(max_length=16)] = None,
     word_timestamps: Annotated[bool, Query()] = False,
-) -> dict[str, Any]:
+) -> JSONResponse:
     """Transcribe with the engine named in the path."""
     return await _stt(request, manager, engine, speech, language, word_timestamps)
 

@@ -1,13 +1,14 @@
-"""Operational routes: /health (liveness), /ready (default engine loaded)."""
+"""Operational routes: /health (liveness), /ready (default engine loaded), /metrics."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
 
 from stts.api.common import get_manager
+from stts.metrics import CONTENT_TYPE
 from stts.service import EngineManager
 
 router = APIRouter(tags=["operations"])
@@ -20,12 +21,21 @@ def health() -> dict[str, str]:
 
 
 @router.get("/ready", summary="Readiness", response_model=None)
-def ready(manager: Annotated[EngineManager, Depends(get_manager)]) -> JSONResponse:
+def ready(
+    request: Request, manager: Annotated[EngineManager, Depends(get_manager)]
+) -> JSONResponse:
     """200 once the default engine is loaded; 503 while loading, failed or draining."""
     key = manager.resolve(None)
-    slot = manager.slot(key) if not manager.closed else None
+    draining = manager.closed or request.app.state.draining
+    slot = manager.slot(key) if not draining else None
     state = slot.state if slot is not None else "shutting_down"
     body: dict[str, Any] = {"status": "ready" if state == "loaded" else state, "engine": key[0]}
     if slot is not None and slot.error is not None:
         body["error"] = slot.error.message
     return JSONResponse(body, status_code=200 if state == "loaded" else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    """Requests, audio seconds, real-time factor, queues, rejections, load times, RSS."""
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)

@@ -1,0 +1,225 @@
+"""Security and operations on a real server: API keys, rate limits, metrics, request ids,
+SIGTERM drain (real process), no temp files or descriptors left behind."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from stts.config import Settings
+from stts.logs import JsonFormatter, request_id_var
+from tests.conftest import LiveServer, corpus_file, free_port, requires_corpus
+
+pytestmark = [requires_corpus]
+
+
+def _audio() -> dict[str, tuple[str, bytes]]:
+    return {"speech": ("a.wav", corpus_file("pocketsphinx__001.wav").read_bytes())}
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> Iterator[LiveServer]:
+    key_file = tmp_path_factory.mktemp("keys") / "keys.txt"
+    digest = hashlib.sha256(b"from-the-file").hexdigest()
+    key_file.write_text(f"# name sha256\nbob {digest}\n")
+    conf = Settings(
+        cache_dir=settings.cache_dir,
+        engines=["pocketsphinx"],
+        default_engine="pocketsphinx",
+        api_keys=["alice:secret-alice", "plain-key"],
+        api_keys_file=key_file,
+        rate_limit={"requests_per_minute": 60, "burst": 3, "per_key": {"bob": 6000}},
+    )
+    with LiveServer(conf) as live:
+        yield live
+
+
+def test_keys_are_required_except_on_health_and_ready(keyed_server: LiveServer) -> None:
+    url = keyed_server.url
+    assert httpx.get(f"{url}/health").status_code == 200
+    assert httpx.get(f"{url}/ready").status_code == 200
+    for path in ("/v1/models", "/api/v1/engines", "/metrics"):
+        r = httpx.get(f"{url}{path}")
+        assert r.status_code == 401, path
+        assert r.json()["error"]["code"] == "invalid_api_key"
+        assert r.headers["www-authenticate"] == "Bearer"
+    assert httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer plain-key"}).status_code == 200
+    assert httpx.get(f"{url}/v1/models", headers={"X-API-Key": "secret-alice"}).status_code == 200
+    assert httpx.get(f"{url}/v1/models", headers={"X-API-Key": "from-the-file"}).status_code == 200
+    # The name is not the key.
+    assert httpx.get(f"{url}/v1/models", headers={"X-API-Key": "alice"}).status_code == 401
+
+
+def test_openai_client_sends_its_key_as_bearer(keyed_server: LiveServer) -> None:
+    with openai.OpenAI(base_url=f"{keyed_server.url}/v1", api_key="from-the-file", max_retries=0) as c:
+        with corpus_file("pocketsphinx__001.wav").open("rb") as fh:
+            assert c.audio.transcriptions.create(model="pocketsphinx", file=fh).text == "ten of clubs"
+    with openai.OpenAI(base_url=f"{keyed_server.url}/v1", api_key="nope", max_retries=0) as c:
+        with pytest.raises(openai.AuthenticationError):
+            c.models.list()
+
+
+def test_rate_limit_429_then_recovery_after_refill(keyed_server: LiveServer) -> None:
+    url = f"{keyed_server.url}/api/v1/stt"
+    headers = {"Authorization": "Bearer secret-alice"}
+    # burst 3 at 60/min: three pass, the fourth is refused with Retry-After.
+    codes = [httpx.post(url, files={"speech": ("e.wav", b"")}, headers=headers).status_code for _ in range(4)]
+    assert codes[:3] == [400, 400, 400] and codes[3] == 429
+    r = httpx.post(url, files=_audio(), headers=headers)
+    assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited"
+    wait = int(r.headers["Retry-After"])
+    assert 1 <= wait <= 2
+    # Another key has its own bucket (and a higher per-key rate).
+    assert httpx.post(url, files=_audio(), headers={"X-API-Key": "from-the-file"}).status_code == 200
+    time.sleep(wait + 0.1)
+    r = httpx.post(url, files=_audio(), headers=headers)
+    assert r.status_code == 200 and r.json()["text"] == "ten of clubs"
+
+
+def test_forwarded_for_is_trusted_only_from_configured_proxies(settings: Settings) -> None:
+    def run(trusted: list[str]) -> list[int]:
+        conf = Settings(
+            cache_dir=settings.cache_dir, engines=["pocketsphinx"], default_engine="pocketsphinx",
+            trusted_proxies=trusted, rate_limit={"requests_per_minute": 1, "burst": 1},
+        )
+        with LiveServer(conf) as live:
+            return [
+                httpx.post(
+                    f"{live.url}/api/v1/stt", files={"speech": ("e.wav", b"")},
+                    headers={"X-Forwarded-For": f"203.0.113.{i}"},
+                ).status_code
+                for i in range(3)
+            ]
+
+    # Behind a trusted proxy, each forwarded client has its own bucket.
+    assert run(["127.0.0.1/32"]) == [400, 400, 400]
+    # From an untrusted peer the header is ignored: one bucket for the peer address.
+    assert run([]) == [400, 429, 429]
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.mark.slow
+def test_metrics_change_as_requests_are_served(server: LiveServer) -> None:
+    before = httpx.get(f"{server.url}/metrics").text
+    assert "process_resident_memory_bytes" in before
+    r = httpx.post(f"{server.url}/api/v2/stt/pocketsphinx", files=_audio(), timeout=60)
+    assert r.status_code == 200
+    httpx.post(f"{server.url}/api/v1/stt", files={"speech": ("x.wav", b"junk" * 100)})
+    after = httpx.get(f"{server.url}/metrics").text
+    labels = {"route": "/api/v2/stt/{engine}", "status": "200", "engine": "pocketsphinx"}
+    assert _metric(after, "stts_http_requests_total", **labels) == _metric(before, "stts_http_requests_total", **labels) + 1
+    assert _metric(after, "stts_http_requests_total", route="/api/v1/stt", status="415") >= 1
+    audio_before = _metric(before, "stts_audio_seconds_total", engine="pocketsphinx")
+    assert _metric(after, "stts_audio_seconds_total", engine="pocketsphinx") == pytest.approx(audio_before + 1.095, abs=0.01)
+    assert _metric(after, "stts_real_time_factor_count", engine="pocketsphinx") >= 1
+    assert _metric(after, "stts_engine_loaded", engine="pocketsphinx") == 1
+    assert "stts_engine_queue_depth" in after and "stts_engine_rejections_total" in after
+    assert _metric(after, "stts_model_load_seconds", engine="whisper") > 0
+
+
+def test_request_id_is_echoed_or_generated(server: LiveServer) -> None:
+    r = httpx.get(f"{server.url}/health", headers={"X-Request-ID": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    generated = httpx.get(f"{server.url}/health").headers["x-request-id"]
+    assert len(generated) == 32
+    # Unsafe ids (log injection) are replaced.
+    assert httpx.get(f"{server.url}/health", headers={"X-Request-ID": "a\tb"}).headers["x-request-id"] != "a\tb"
+
+
+def test_json_log_lines_carry_the_request_id() -> None:
+    record = logging.makeLogRecord({"name": "stts.access", "msg": "GET %s", "args": ("/x",), "levelno": 20,
+                                    "levelname": "INFO", "status": 200})
+    token = request_id_var.set("rid-1")
+    try:
+        line = json.loads(JsonFormatter().format(record))
+    finally:
+        request_id_var.reset(token)
+    assert line["request_id"] == "rid-1" and line["msg"] == "GET /x" and line["status"] == 200
+
+
+@pytest.mark.slow
+def test_no_temp_files_or_descriptors_left_behind(server: LiveServer) -> None:
+    tmp = Path(tempfile.gettempdir())
+    fd_dir = Path(f"/proc/{os.getpid()}/fd")
+    big = corpus_file("openai-whisper__jfk.flac").read_bytes()  # > 1 MiB: spooled to disk
+    payloads = [big, b"", os.urandom(3_000_000), big[: len(big) // 2]]
+
+    def send(data: bytes) -> int:
+        return httpx.post(f"{server.url}/api/v2/stt/pocketsphinx", files={"speech": ("a.flac", data)}, timeout=60).status_code
+
+    send(payloads[1])
+    before_files = set(tmp.iterdir())
+    before_fds = len(list(fd_dir.iterdir()))
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        codes = list(pool.map(send, payloads * 3))
+    assert sorted(set(codes)) == [200, 400, 415]
+    time.sleep(0.5)
+    assert set(tmp.iterdir()) - before_files == set()
+    assert len(list(fd_dir.iterdir())) <= before_fds + 2  # +2: httpx connection pools settling
+
+
+@pytest.mark.slow
+def test_sigterm_drains_in_flight_requests_then_exits_zero(cache_dir: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "STTS_PORT": str(port), "STTS_CACHE_DIR": str(cache_dir), "STTS_SHUTDOWN_GRACE_S": "30"}
+    proc = subprocess.Popen([sys.executable, "-m", "stts.cli", "serve"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        results: list[httpx.Response] = []
+        data = corpus_file("ort-extensions__1272-141231-0002.mp3").read_bytes()  # 13 s of speech
+        worker = threading.Thread(target=lambda: results.append(
+            httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("a.mp3", data)},
+                       data={"model": "whisper-1", "language": "en"}, timeout=120)))
+        worker.start()
+        time.sleep(0.7)  # the request is in flight
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        try:
+            late = httpx.get(f"{url}/v1/models", timeout=5).status_code
+        except httpx.TransportError:
+            late = "refused"
+        assert late in (503, "refused")
+        worker.join(120)
+        assert results and results[0].status_code == 200
+        assert "spectators" in results[0].json()["text"].lower()
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        stderr = proc.stderr.read().decode() if proc.stderr else ""
+        if proc.stderr:
+            proc.stderr.close()
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert lines and all("level" in entry for entry in lines)
+    assert not any("Traceback" in line for line in stderr.splitlines())
