@@ -225,7 +225,7 @@ def _wav_declared_seconds(data: bytes) -> float | None:
             return None
         chunk_id = data[pos : pos + 4]
         (size,) = struct.unpack_from("<I", data, pos + 4)
-        if chunk_id == b"fmt " and pos + 16 <= len(data):
+        if chunk_id == b"fmt " and pos + 20 <= len(data):
             (byte_rate,) = struct.unpack_from("<I", data, pos + 8 + 8)
         elif chunk_id == b"data":
             if size in _WAV_UNKNOWN_SIZES or byte_rate <= 0:

@@ -22,7 +22,7 @@ from stts.api.common import (
 )
 from stts.engines.base import TranscribeOptions
 from stts.engines.registry import engine_names
-from stts.errors import AudioTooLarge, EmptyAudio, UnknownEngine
+from stts.errors import AudioTooLarge, EmptyAudio, InvalidRequest, UnknownEngine
 from stts.service import EngineManager, engine_report
 
 router = APIRouter(prefix="/api", tags=["legacy"])
@@ -31,6 +31,10 @@ router = APIRouter(prefix="/api", tags=["legacy"])
 async def _body_audio(request: Request, speech: UploadFile | None, max_bytes: int) -> bytes:
     if speech is not None:
         return await read_upload(speech, max_bytes)
+    content_type = request.headers.get("content-type", "").lower()
+    if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        # The form was parsed already: the audio must be in its 'speech' field.
+        raise InvalidRequest("no audio: the multipart field 'speech' is missing")
     data = bytearray()
     async for chunk in request.stream():
         data += chunk
