@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -65,6 +65,19 @@ class WhisperSettings(EngineSettings):
     cpu_threads: int = Field(0, ge=0, description="0 = one per CPU core")
     beam_size: int = Field(5, ge=1, le=20)
     vad_filter: bool = False
+    batch_size: int = Field(
+        1, ge=1, le=64, description="windows decoded together across requests; 1 = no batching"
+    )
+    batch_window_ms: float = Field(
+        20.0, ge=0, le=1000, description="how long a batch waits for more requests"
+    )
+
+    @model_validator(mode="after")
+    def _enough_workers_to_batch(self) -> WhisperSettings:
+        # Each waiting request holds a worker thread while its windows are batched.
+        if self.batch_size > 1 and self.workers < self.batch_size:
+            self.workers = self.batch_size
+        return self
 
 
 class PocketSphinxSettings(EngineSettings):

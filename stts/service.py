@@ -99,6 +99,7 @@ class EngineSlot:
         self._load_lock = threading.Lock()
         self._instances: queue.SimpleQueue[Engine] = queue.SimpleQueue()
         self._all_instances: list[Engine] = []
+        self._shared: Engine | None = None
         self._avg_job_s = 2.0
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.workers, thread_name_prefix=f"stts-{self.name}"
@@ -141,6 +142,7 @@ class EngineSlot:
                 raise err from exc
             for inst in instances:
                 self._instances.put(inst)
+            self._shared = first if caps.thread_safe else None
             self._all_instances = instances
             self.capabilities = caps
             self.load_time_s = time.perf_counter() - started
@@ -218,7 +220,9 @@ class EngineSlot:
             if cancel.cancelled:
                 raise Cancelled("the request was cancelled")
             self.ensure_loaded()
-            instance = self._instances.get()
+            if self._shared is not None:  # thread-safe engine: every worker uses it at once
+                return self._shared.transcribe(audio, options, on_segment=on_segment, cancel=cancel)
+            instance = self._instances.get()  # one instance per worker: check one out
             try:
                 return instance.transcribe(audio, options, on_segment=on_segment, cancel=cancel)
             finally:

@@ -32,6 +32,7 @@ from stts.engines.base import (
     SegmentCallback,
     TranscribeOptions,
 )
+from stts.engines.whisper_batching import BatchKey, WhisperBatcher
 from stts.errors import EngineUnavailable, UnknownModel
 from stts.transcript import Segment, Transcript, Word, join_segment_texts
 
@@ -158,6 +159,7 @@ class WhisperEngine(Engine):
     def __init__(self, settings: Settings, model: str | None = None) -> None:
         super().__init__(settings, model)
         self._model: Any = None
+        self._batcher: WhisperBatcher | None = None
         self._multilingual = not self.model.endswith(".en")
 
     @classmethod
@@ -238,7 +240,9 @@ class WhisperEngine(Engine):
             else source
         )
         cfg = self.settings.whisper
-        workers = max(1, cfg.workers)
+        batching = cfg.batch_size > 1
+        # Batched: one CTranslate2 worker runs whole batches with every core.
+        workers = 1 if batching else max(1, cfg.workers)
         threads = cfg.cpu_threads or max(1, (os.cpu_count() or 1) // workers)
         try:
             self._model = WhisperModel(
@@ -252,6 +256,8 @@ class WhisperEngine(Engine):
         except (RuntimeError, ValueError, OSError) as exc:
             raise EngineUnavailable(f"Whisper model {self.model!r} failed to load: {exc}") from exc
         self._multilingual = bool(self._model.model.is_multilingual)
+        if batching:
+            self._batcher = WhisperBatcher(self._model, cfg.batch_size, cfg.batch_window_ms)
 
     def transcribe(
         self,
@@ -273,6 +279,8 @@ class WhisperEngine(Engine):
         language = options.language
         if language and not self._multilingual and language != "en":
             language = "en"
+        if self._batcher is not None:
+            return self._transcribe_batched(audio, options, language, on_segment, cancel)
         segments_iter, info = self._model.transcribe(
             audio,
             language=language or None,
@@ -314,6 +322,46 @@ class WhisperEngine(Engine):
             task=options.task,
         )
 
+    def _transcribe_batched(
+        self,
+        audio: AudioArray,
+        options: TranscribeOptions,
+        language: str | None,
+        on_segment: SegmentCallback | None,
+        cancel: CancelToken | None,
+    ) -> Transcript:
+        assert self._batcher is not None
+        if not self._multilingual:
+            language = "en"
+        elif not language:
+            language, _prob, _all = self._model.detect_language(audio=audio[: 30 * 16_000])
+        temperature = options.temperature
+        if isinstance(temperature, tuple):
+            temperature = temperature[0] if temperature else None
+        key = BatchKey(
+            language=str(language),
+            task=options.task if self._multilingual else "transcribe",
+            beam_size=options.beam_size or self.settings.whisper.beam_size,
+            temperature=float(temperature or 0.0),
+            initial_prompt=options.initial_prompt or None,
+            word_timestamps=options.word_timestamps,
+        )
+        segments = self._batcher.transcribe(audio, key, cancel)
+        if on_segment is not None:
+            for segment in segments:
+                on_segment(segment)
+        return Transcript(
+            text=join_segment_texts(segments),
+            segments=tuple(segments),
+            duration=round(len(audio) / 16_000, 3),
+            language=language,
+            model=self.model,
+            task=key.task,
+        )
+
     def close(self) -> None:
-        """Drop the CTranslate2 model so its memory is released."""
+        """Stop the batcher and drop the CTranslate2 model so its memory is released."""
+        if self._batcher is not None:
+            self._batcher.close()
+            self._batcher = None
         self._model = None

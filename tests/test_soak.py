@@ -1,0 +1,127 @@
+"""CI-sized soak: a real server process, hundreds of mixed requests, RSS must stay flat.
+
+The long version (5000+ requests, CSV and plot) is bench/soak.py; the bound used here
+comes from its measurements (see README, "Memory").
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import os
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from stts.config import Settings
+from tests.conftest import LiveServer, corpus_file, free_port, requires_corpus
+
+pytestmark = [pytest.mark.slow, pytest.mark.soak, requires_corpus]
+
+# Growth allowed between request 100 and request 400 of the short soak. The long run
+# measures the steady-state slope (README); this bound leaves room for allocator noise
+# while failing on any per-request leak of 25 KiB or more.
+RSS_GROWTH_LIMIT_MIB = 8.0
+
+MIX = [
+    "deepspeech__LDC93S1_pcms16le_1_8000.wav",   # 8 kHz: resampled
+    "deepspeech__LDC93S1_pcms16le_2_44100.wav",  # 44.1 kHz stereo: downmixed and resampled
+    "coqui-tts__LJ001-0002.mp3",
+    "coqui-stt__LDC93S1.opus",
+    "pocketsphinx__001.wav",
+    "uberi-speechrecognition__english.wav",
+]
+
+
+def _payloads() -> list[tuple[str, bytes]]:
+    items = [(n, corpus_file(n).read_bytes()) for n in MIX]
+    flac = corpus_file("openai-whisper__jfk.flac").read_bytes()
+    return items + [("random.wav", os.urandom(10_000)), ("truncated.flac", flac[: len(flac) // 3])]
+
+
+@pytest.fixture(scope="module")
+def server_process(cache_dir: Path) -> Iterator[tuple[str, psutil.Process]]:
+    port = free_port()
+    env = {**os.environ, "STTS_PORT": str(port), "STTS_CACHE_DIR": str(cache_dir),
+           "STTS_WHISPER__QUEUE_SIZE": "2", "STTS_LOG_LEVEL": "warning"}
+    proc = subprocess.Popen([sys.executable, "-m", "stts.cli", "serve"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    yield url, psutil.Process(proc.pid)
+    proc.terminate()
+    proc.wait(60)
+
+
+def _send(client: httpx.Client, url: str, item: tuple[str, bytes]) -> httpx.Response:
+    return client.post(f"{url}/v1/audio/transcriptions", files={"file": item},
+                       data={"model": "whisper-1", "language": "en"}, timeout=300)
+
+
+def test_fifty_concurrent_requests_get_only_200_or_503(server_process: tuple[str, psutil.Process]) -> None:
+    url, proc = server_process
+    rss_before = proc.memory_info().rss
+    data = ("a.wav", corpus_file("deepspeech__LDC93S1_pcms16le_2_44100.wav").read_bytes())
+    with httpx.Client(limits=httpx.Limits(max_connections=50)) as client, \
+            concurrent.futures.ThreadPoolExecutor(50) as pool:
+        responses = list(pool.map(lambda _: _send(client, url, data), range(50)))
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 503}, codes
+    assert codes.count(200) >= 3 and codes.count(503) >= 1
+    assert all(int(r.headers["retry-after"]) >= 1 for r in responses if r.status_code == 503)
+    assert all("dark suit" in r.json()["text"].lower() for r in responses if r.status_code == 200)
+    assert proc.memory_info().rss - rss_before < 200 * 1024 * 1024
+
+
+def test_short_soak_rss_stays_flat(server_process: tuple[str, psutil.Process]) -> None:
+    url, proc = server_process
+    work = list(itertools.islice(itertools.cycle(_payloads()), 400))
+    rss: list[int] = []
+    codes: dict[int, int] = {}
+    with httpx.Client() as client, concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for i, response in enumerate(pool.map(lambda item: _send(client, url, item), work)):
+            codes[response.status_code] = codes.get(response.status_code, 0) + 1
+            if i % 20 == 0:
+                rss.append(proc.memory_info().rss)
+    assert set(codes) <= {200, 400, 415}, codes
+    warm, end = rss[5], rss[-1]  # after 100 requests, after 400
+    growth = (end - warm) / 2**20
+    print(f"short soak: RSS {warm / 2**20:.1f} MiB after 100 requests, {end / 2**20:.1f} MiB after 400 ({growth:+.2f} MiB)")
+    assert growth < RSS_GROWTH_LIMIT_MIB
+
+
+def test_python_allocations_do_not_grow_per_request(cache_dir: Path) -> None:
+    """tracemalloc over the whole request path (HTTP, decoding, service, formats)."""
+    settings = Settings(cache_dir=cache_dir, engines=["pocketsphinx"], default_engine="pocketsphinx")
+    payloads = _payloads()
+    with LiveServer(settings) as live, httpx.Client() as client:
+        def burst(n: int) -> None:
+            for item in itertools.islice(itertools.cycle(payloads), n):
+                client.post(f"{live.url}/api/v1/stt", files={"speech": item}, timeout=60)
+
+        burst(40)  # warm-up: caches, metric label sets, lazy imports
+        tracemalloc.start(5)
+        try:
+            burst(40)
+            first = tracemalloc.take_snapshot()
+            burst(200)
+            second = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+    diff = second.compare_to(first, "filename")
+    growth = sum(stat.size_diff for stat in diff)
+    top = "\n".join(str(s) for s in diff[:5])
+    assert growth < 256 * 1024, f"Python heap grew {growth} bytes over 200 requests:\n{top}"
