@@ -39,6 +39,7 @@ def machine() -> str:
 
 def markdown_table(headers: list[str], rows: list[list[object]]) -> str:
     """A GitHub-flavoured Markdown table."""
+
     def fmt(v: object) -> str:
         return f"{v:.3f}" if isinstance(v, float) else str(v)
 

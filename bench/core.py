@@ -55,9 +55,18 @@ def run_stts(queue: mp.Queue) -> None:  # type: ignore[type-arg]
         walls.append(time.perf_counter() - t0)
     total = min(walls)
     manager.close()
-    queue.put({"name": "stts (library)", "load_s": load, "jfk_rtf": jfk_s / 11.0,
-               "corpus_rtf": total / audio_s, "audio_s": audio_s, "wall_s": total,
-               "wer": word_error_rate(refs, hyps), "peak_rss_mb": _peak_rss_mb()})
+    queue.put(
+        {
+            "name": "stts (library)",
+            "load_s": load,
+            "jfk_rtf": jfk_s / 11.0,
+            "corpus_rtf": total / audio_s,
+            "audio_s": audio_s,
+            "wall_s": total,
+            "wer": word_error_rate(refs, hyps),
+            "peak_rss_mb": _peak_rss_mb(),
+        }
+    )
 
 
 def run_raw(queue: mp.Queue) -> None:  # type: ignore[type-arg]
@@ -69,7 +78,9 @@ def run_raw(queue: mp.Queue) -> None:  # type: ignore[type-arg]
 
     path = assemble_embedded_model(EMBEDDED_MODELS["base"], Settings().cache_dir)
     t0 = time.perf_counter()
-    model = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=os.cpu_count() or 1)
+    model = WhisperModel(
+        str(path), device="cpu", compute_type="int8", cpu_threads=os.cpu_count() or 1
+    )
     load = time.perf_counter() - t0
 
     def transcribe(p: str) -> tuple[str, float]:
@@ -91,9 +102,18 @@ def run_raw(queue: mp.Queue) -> None:  # type: ignore[type-arg]
             refs.append(item.reference)
         walls.append(time.perf_counter() - t0)
     total = min(walls)
-    queue.put({"name": "raw faster-whisper (baseline)", "load_s": load, "jfk_rtf": jfk_s / 11.0,
-               "corpus_rtf": total / audio_s, "audio_s": audio_s, "wall_s": total,
-               "wer": word_error_rate(refs, hyps), "peak_rss_mb": _peak_rss_mb()})
+    queue.put(
+        {
+            "name": "raw faster-whisper (baseline)",
+            "load_s": load,
+            "jfk_rtf": jfk_s / 11.0,
+            "corpus_rtf": total / audio_s,
+            "audio_s": audio_s,
+            "wall_s": total,
+            "wer": word_error_rate(refs, hyps),
+            "peak_rss_mb": _peak_rss_mb(),
+        }
+    )
 
 
 def main() -> None:
@@ -106,8 +126,18 @@ def main() -> None:
         results.append(queue.get())
         proc.join()
     raw, stts = results
-    rows = [[r["name"], r["load_s"], r["jfk_rtf"], r["corpus_rtf"], r["wall_s"], r["wer"], r["peak_rss_mb"]]
-            for r in results]
+    rows = [
+        [
+            r["name"],
+            r["load_s"],
+            r["jfk_rtf"],
+            r["corpus_rtf"],
+            r["wall_s"],
+            r["wer"],
+            r["peak_rss_mb"],
+        ]
+        for r in results
+    ]
     table = markdown_table(
         ["run", "load s", "RTF jfk.flac", "RTF corpus", "corpus wall s", "WER", "peak RSS MB"], rows
     )

@@ -49,8 +49,12 @@ def start_server(port: int, extra_env: dict[str, str] | None = None) -> subproce
 
 def post(client: httpx.Client, url: str, path: Path) -> float:
     t0 = time.perf_counter()
-    r = client.post(url, files={"file": (path.name, path.read_bytes())},
-                    data={"model": "whisper-1", "language": "en"}, timeout=600)
+    r = client.post(
+        url,
+        files={"file": (path.name, path.read_bytes())},
+        data={"model": "whisper-1", "language": "en"},
+        timeout=600,
+    )
     r.raise_for_status()
     return time.perf_counter() - t0
 
@@ -64,7 +68,9 @@ def main() -> None:
     items = corpus()
     audio_s = sum(i.duration for i in items)
     path = assemble_embedded_model(EMBEDDED_MODELS["base"], Settings().cache_dir)
-    model = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=os.cpu_count() or 1)
+    model = WhisperModel(
+        str(path), device="cpu", compute_type="int8", cpu_threads=os.cpu_count() or 1
+    )
     list(model.transcribe(str(items[0].path), language="en")[0])  # warm-up
 
     def raw_pass() -> float:
@@ -91,23 +97,58 @@ def main() -> None:
                 latencies = [post(client, url, i.path) for i in items]
                 http_walls.append(time.perf_counter() - t0)
         raw_wall, http_wall = min(raw_walls), min(http_walls)
-        del model
-        rows.append(["raw faster-whisper, in-process, sequential", 1, raw_wall, len(items) / raw_wall, audio_s / raw_wall, 1.0])
-        rows.append(["stts server over HTTP, sequential", 1, http_wall, len(items) / http_wall, audio_s / http_wall, http_wall / raw_wall])
+        rows.append(
+            [
+                "raw faster-whisper, in-process, sequential",
+                1,
+                raw_wall,
+                len(items) / raw_wall,
+                audio_s / raw_wall,
+                1.0,
+            ]
+        )
+        rows.append(
+            [
+                "stts server over HTTP, sequential",
+                1,
+                http_wall,
+                len(items) / http_wall,
+                audio_s / http_wall,
+                http_wall / raw_wall,
+            ]
+        )
         for concurrency in (2, 4):
             work = [i.path for i in items] * concurrency
-            with httpx.Client(limits=httpx.Limits(max_connections=concurrency)) as client, \
-                    concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+            with (
+                httpx.Client(limits=httpx.Limits(max_connections=concurrency)) as client,
+                concurrent.futures.ThreadPoolExecutor(concurrency) as pool,
+            ):
                 t0 = time.perf_counter()
                 list(pool.map(lambda p: post(client, url, p), work))
                 wall = time.perf_counter() - t0
-            rows.append([f"stts server over HTTP, concurrency {concurrency}", concurrency, wall,
-                         len(work) / wall, audio_s * concurrency / wall, (wall / concurrency) / raw_wall])
+            rows.append(
+                [
+                    f"stts server over HTTP, concurrency {concurrency}",
+                    concurrency,
+                    wall,
+                    len(work) / wall,
+                    audio_s * concurrency / wall,
+                    (wall / concurrency) / raw_wall,
+                ]
+            )
     finally:
         server.terminate()
         server.wait(30)
     table = markdown_table(
-        ["run", "concurrency", "wall s", "requests/s", "audio s per s", "wall / raw (per corpus pass)"], rows
+        [
+            "run",
+            "concurrency",
+            "wall s",
+            "requests/s",
+            "audio s per s",
+            "wall / raw (per corpus pass)",
+        ],
+        rows,
     )
     overhead = (http_wall / raw_wall - 1) * 100
     text = (
@@ -121,7 +162,9 @@ def main() -> None:
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "server.md").write_text(text)
-    (RESULTS / "server.json").write_text(json.dumps({"raw_wall_s": raw_wall, "http_wall_s": http_wall, "rows": rows}, indent=2))
+    (RESULTS / "server.json").write_text(
+        json.dumps({"raw_wall_s": raw_wall, "http_wall_s": http_wall, "rows": rows}, indent=2)
+    )
 
 
 if __name__ == "__main__":

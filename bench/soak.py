@@ -28,13 +28,13 @@ from common import CORPUS, RESULTS, machine
 from server import free_port, start_server
 
 GOOD = [
-    "deepspeech__LDC93S1_pcms16le_1_8000.wav",   # 8 kHz
+    "deepspeech__LDC93S1_pcms16le_1_8000.wav",  # 8 kHz
     "deepspeech__LDC93S1_pcms16le_2_44100.wav",  # 44.1 kHz stereo
-    "uberi-speechrecognition__english.wav",      # 44.1 kHz mono
-    "coqui-tts__LJ001-0002.mp3",                 # 22.05 kHz mp3
-    "coqui-stt__LDC93S1.opus",                   # 48 kHz opus
-    "pocketsphinx__001.wav",                     # 16 kHz
-    "openai-whisper__jfk.flac",                  # 44.1 kHz stereo flac
+    "uberi-speechrecognition__english.wav",  # 44.1 kHz mono
+    "coqui-tts__LJ001-0002.mp3",  # 22.05 kHz mp3
+    "coqui-stt__LDC93S1.opus",  # 48 kHz opus
+    "pocketsphinx__001.wav",  # 16 kHz
+    "openai-whisper__jfk.flac",  # 44.1 kHz stereo flac
     "speechbrain__spk1_snt1.wav",
 ]
 
@@ -80,8 +80,12 @@ def main() -> None:
         name, data, kind = item
         timeout = httpx.Timeout(120, read=0.05) if kind == "hangup" else httpx.Timeout(300)
         try:
-            r = client.post(url, files={"file": (name, data)}, data={"model": "whisper-1", "language": "en"},
-                            timeout=timeout)
+            r = client.post(
+                url,
+                files={"file": (name, data)},
+                data={"model": "whisper-1", "language": "en"},
+                timeout=timeout,
+            )
             key = f"{kind}:{r.status_code}"
         except httpx.ReadTimeout:
             key = f"{kind}:hung-up"
@@ -93,8 +97,10 @@ def main() -> None:
     work = list(itertools.islice(itertools.cycle(payloads()), args.requests))
     t0 = time.monotonic()
     try:
-        with httpx.Client(limits=httpx.Limits(max_connections=args.concurrency * 2)) as client, \
-                concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
+        with (
+            httpx.Client(limits=httpx.Limits(max_connections=args.concurrency * 2)) as client,
+            concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool,
+        ):
             list(pool.map(send, work))
         time.sleep(2)
     finally:
@@ -114,7 +120,9 @@ def main() -> None:
     rss = np.array([s[2] for s in samples], dtype=float) / 1024  # KiB
     warm = reqs >= max(50, args.requests * 0.1)
     half = reqs >= args.requests / 2
-    slope = float(np.polyfit(reqs[half], rss[half], 1)[0] * 1000) if half.sum() > 2 else float("nan")
+    slope = (
+        float(np.polyfit(reqs[half], rss[half], 1)[0] * 1000) if half.sum() > 2 else float("nan")
+    )
     summary = {
         "requests": args.requests,
         "concurrency": args.concurrency,
@@ -138,7 +146,9 @@ def main() -> None:
     ax.plot(reqs, rss / 1024, lw=1)
     ax.set_xlabel("requests completed")
     ax.set_ylabel("server RSS (MiB)")
-    ax.set_title(f"stts soak: {args.requests} requests, slope {slope:+.1f} KiB / 1000 requests (2nd half)")
+    ax.set_title(
+        f"stts soak: {args.requests} requests, slope {slope:+.1f} KiB / 1000 requests (2nd half)"
+    )
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(RESULTS / f"{args.tag}.png", dpi=110)

@@ -206,7 +206,9 @@ def _decode_container(data: bytes, limits: AudioLimits) -> DecodedAudio:
     return DecodedAudio(samples, AudioInfo(fmt_name, codec, info_rate, channels, duration))
 
 
-def _declared_seconds(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
+def _declared_seconds(
+    container: av.container.InputContainer, stream: av.AudioStream
+) -> float | None:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:
@@ -230,7 +232,7 @@ def _wav_declared_seconds(data: bytes) -> float | None:
         elif chunk_id == b"data":
             if size in _WAV_UNKNOWN_SIZES or byte_rate <= 0:
                 return None
-            return size / byte_rate
+            return float(size) / float(byte_rate)
         pos += 8 + size + (size & 1)
     return None
 
@@ -285,7 +287,10 @@ def _mono_frames(
         rate = frame.sample_rate
         for out in converter.resample(frame):
             planes = out.to_ndarray()
-            yield (planes.mean(axis=0, dtype=np.float32) if planes.shape[0] > 1 else planes[0]), rate
+            yield (
+                (planes.mean(axis=0, dtype=np.float32) if planes.shape[0] > 1 else planes[0]),
+                rate,
+            )
 
 
 def _resample_whole(mono: AudioArray, rate: int) -> AudioArray:

@@ -8,7 +8,7 @@ import signal
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -34,8 +34,10 @@ RAW_SUFFIXES = {".raw", ".pcm"}
 
 
 class TaskChoice(str, Enum):
-    transcribe = "transcribe"
-    translate = "translate"
+    """--task values."""
+
+    transcribe_ = "transcribe"
+    translate_ = "translate"
 
 
 ConfigOpt = Annotated[
@@ -56,17 +58,31 @@ def _load_settings(config: Path | None, **overrides: object):  # type: ignore[no
 
 @app.command()
 def transcribe(
-    files: Annotated[list[Path], typer.Argument(help="audio files (wav, flac, mp3, ogg, opus, m4a, webm, raw)")],
+    files: Annotated[
+        list[Path], typer.Argument(help="audio files (wav, flac, mp3, ogg, opus, m4a, webm, raw)")
+    ],
     engine: Annotated[str | None, typer.Option("--engine", "-e", help="engine name")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="model of the engine")] = None,
-    language: Annotated[str | None, typer.Option("--language", "-l", help="e.g. en; default: detect")] = None,
-    task: Annotated[TaskChoice, typer.Option("--task", help="transcribe, or translate to English")] = TaskChoice.transcribe,
-    fmt: Annotated[ResponseFormat, typer.Option("--format", "-f", help="output format")] = ResponseFormat.text,
-    word_timestamps: Annotated[bool, typer.Option("--word-timestamps", help="word-level times")] = False,
-    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="write one file per input here")] = None,
+    language: Annotated[
+        str | None, typer.Option("--language", "-l", help="e.g. en; default: detect")
+    ] = None,
+    task: Annotated[
+        TaskChoice, typer.Option("--task", help="transcribe, or translate to English")
+    ] = TaskChoice.transcribe_,
+    fmt: Annotated[
+        ResponseFormat, typer.Option("--format", "-f", help="output format")
+    ] = ResponseFormat.text,
+    word_timestamps: Annotated[
+        bool, typer.Option("--word-timestamps", help="word-level times")
+    ] = False,
+    output_dir: Annotated[
+        Path | None, typer.Option("--output-dir", "-o", help="write one file per input here")
+    ] = None,
     raw_rate: Annotated[int, typer.Option(help="sample rate of .raw/.pcm files")] = 16000,
     raw_channels: Annotated[int, typer.Option(help="channels of .raw/.pcm files")] = 1,
-    raw_encoding: Annotated[str, typer.Option(help="s16le, s32le, f32le or u8 for .raw/.pcm")] = "s16le",
+    raw_encoding: Annotated[
+        str, typer.Option(help="s16le, s32le, f32le or u8 for .raw/.pcm")
+    ] = "s16le",
     config: ConfigOpt = None,
 ) -> None:
     """Transcribe audio files; with -o, write one output file per input."""
@@ -84,9 +100,7 @@ def transcribe(
     except SttsError as exc:
         _error(f"{exc.message}")
         raise typer.Exit(2) from None
-    options = TranscribeOptions(
-        language=language, task=task.value, word_timestamps=word_timestamps
-    )
+    options = TranscribeOptions(language=language, task=task.value, word_timestamps=word_timestamps)
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
@@ -114,14 +128,20 @@ def transcribe(
                     engine=engine,
                     model=model,
                     options=options,
-                    on_segment=lambda seg, bar=bar: progress.update(bar, completed=seg.end),
+                    on_segment=lambda seg, bar=bar: progress.update(bar, completed=seg.end),  # type: ignore[misc]
                 )
                 progress.remove_task(bar)
                 text = render(result, fmt)
                 if output_dir is None:
                     if len(files) > 1:
                         err.rule(str(path), style="dim")
-                    out.print(text, end="" if text.endswith("\n") else "\n", highlight=False, markup=False, soft_wrap=True)
+                    out.print(
+                        text,
+                        end="" if text.endswith("\n") else "\n",
+                        highlight=False,
+                        markup=False,
+                        soft_wrap=True,
+                    )
                 else:
                     target = output_dir / (path.stem + FILE_SUFFIXES[fmt])
                     target.write_text(text, encoding="utf-8")
@@ -165,15 +185,26 @@ def engines(
 
     for r in reports:
         caps = r["capabilities"]
-        labels = {"word_timestamps": "words", "translation": "translate",
-                  "language_detection": "detect", "streaming": "stream"}
+        labels = {
+            "word_timestamps": "words",
+            "translation": "translate",
+            "language_detection": "detect",
+            "streaming": "stream",
+        }
         flags = [label for key, label in labels.items() if caps.get(key)]
-        langs = caps["languages"] if isinstance(caps["languages"], str) else ",".join(caps["languages"])
+        langs = (
+            caps["languages"] if isinstance(caps["languages"], str) else ",".join(caps["languages"])
+        )
         model = r["model"] + ("" if r["model_found"] else " [red](missing)[/red]")
         name = r["name"] + (" [bold](default)[/bold]" if r["default"] else "")
         table.add_row(
-            name, yes(r["enabled"]), yes(r["installed"]), model, yes(r["loaded"]),
-            f"{langs}; {', '.join(flags) or '-'}", escape(r["reason"] or ""),
+            name,
+            yes(r["enabled"]),
+            yes(r["installed"]),
+            model,
+            yes(r["loaded"]),
+            f"{langs}; {', '.join(flags) or '-'}",
+            escape(r["reason"] or ""),
         )
     # Piped output is not cut at 80 columns: a table is useless with its notes cut off.
     (out if out.is_terminal else Console(width=160)).print(table)
@@ -183,12 +214,15 @@ def engines(
 def serve(
     host: Annotated[str | None, typer.Option(help="bind address")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port")] = None,
-    engines_opt: Annotated[str | None, typer.Option("--engines", help="comma-separated engines to offer")] = None,
-    default_engine: Annotated[str | None, typer.Option(help="engine used when a request names none")] = None,
+    engines_opt: Annotated[
+        str | None, typer.Option("--engines", help="comma-separated engines to offer")
+    ] = None,
+    default_engine: Annotated[
+        str | None, typer.Option(help="engine used when a request names none")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Run the HTTP server (OpenAI-compatible /v1 and the legacy /api routes)."""
-    import uvicorn
 
     from stts.api.app import create_app, server_config
 
@@ -210,7 +244,7 @@ def serve(
     raise typer.Exit(0)
 
 
-def _draining_server_class():  # type: ignore[no-untyped-def]
+def _draining_server_class() -> Any:
     import uvicorn
 
     class DrainingServer(uvicorn.Server):

@@ -186,11 +186,12 @@ class Settings(BaseSettings):
         clean = {k: v for k, v in overrides.items() if v is not None}
         if not path:
             return cls(**clean)
-        if not Path(path).is_file():
-            raise InvalidRequest(f"config file not found: {path}")
+        toml_path = Path(path)
+        if not toml_path.is_file():
+            raise InvalidRequest(f"config file not found: {toml_path}")
 
         class _FromFile(cls):  # type: ignore[valid-type,misc]
-            model_config = SettingsConfigDict(**{**cls.model_config, "toml_file": Path(path)})
+            model_config = SettingsConfigDict(**{**cls.model_config, "toml_file": toml_path})
 
         return _FromFile(**clean)
 

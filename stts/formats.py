@@ -133,4 +133,6 @@ def render(transcript: Transcript, fmt: ResponseFormat | str) -> str:
     if fmt is ResponseFormat.vtt:
         return to_vtt(transcript)
     body = to_json(transcript) if fmt is ResponseFormat.json else to_verbose_json(transcript)
-    return json.dumps(body, ensure_ascii=False, indent=2 if fmt is ResponseFormat.verbose_json else None)
+    return json.dumps(
+        body, ensure_ascii=False, indent=2 if fmt is ResponseFormat.verbose_json else None
+    )

@@ -11,7 +11,9 @@ import logging
 import time
 from typing import Any
 
-request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
 
 _RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
@@ -40,8 +42,14 @@ class JsonFormatter(logging.Formatter):
 
 def logging_config(level: str = "info", json_logs: bool = True) -> dict[str, Any]:
     """A dictConfig for stts and uvicorn (uvicorn's access log is replaced by stts.access)."""
-    formatter = {"()": JsonFormatter} if json_logs else {"format": "%(levelname)s %(name)s: %(message)s"}
-    handler = {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}
+    formatter = (
+        {"()": JsonFormatter} if json_logs else {"format": "%(levelname)s %(name)s: %(message)s"}
+    )
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": "default",
+        "stream": "ext://sys.stderr",
+    }
     lvl = level.upper()
     return {
         "version": 1,

@@ -34,13 +34,17 @@ class _EngineCollector(Collector):
             "stts_engine_queue_depth", "Requests waiting for a worker", labels=["engine", "model"]
         )
         in_flight = GaugeMetricFamily(
-            "stts_engine_in_flight", "Requests admitted (running or queued)", labels=["engine", "model"]
+            "stts_engine_in_flight",
+            "Requests admitted (running or queued)",
+            labels=["engine", "model"],
         )
         capacity = GaugeMetricFamily(
             "stts_engine_capacity", "Workers plus queue slots", labels=["engine", "model"]
         )
         rejected = CounterMetricFamily(
-            "stts_engine_rejections", "Requests refused with 503 (queue full)", labels=["engine", "model"]
+            "stts_engine_rejections",
+            "Requests refused with 503 (queue full)",
+            labels=["engine", "model"],
         )
         loaded = GaugeMetricFamily(
             "stts_engine_loaded", "1 when the model is loaded", labels=["engine", "model"]
@@ -85,7 +89,9 @@ class Metrics:
             "stts_audio_seconds", "Seconds of audio transcribed", ["engine"], registry=self.registry
         )
         self.transcriptions = Counter(
-            "stts_transcriptions", "Transcriptions by engine and fallback", ["engine", "fallback"],
+            "stts_transcriptions",
+            "Transcriptions by engine and fallback",
+            ["engine", "fallback"],
             registry=self.registry,
         )
         self.rtf = Histogram(

@@ -317,9 +317,9 @@ class EngineManager:
             )
         engine_cls = get_engine_class(name)
         chosen = model or engine_cls.default_model(self.settings)
-        if chosen not in engine_cls.known_models(self.settings) and chosen != engine_cls.default_model(
+        if chosen not in engine_cls.known_models(
             self.settings
-        ):
+        ) and chosen != engine_cls.default_model(self.settings):
             raise UnknownModel(f"engine {name!r} has no model {chosen!r}")
         return (name, chosen)
 
@@ -368,7 +368,9 @@ class EngineManager:
             if name == key[0] or name not in self.settings.engines:
                 continue
             if options.task == "translate":
-                caps = self.slot((name, get_engine_class(name).default_model(self.settings))).capabilities
+                caps = self.slot(
+                    (name, get_engine_class(name).default_model(self.settings))
+                ).capabilities
                 if caps is not None and not caps.translation:
                     continue
             keys.append((name, get_engine_class(name).default_model(self.settings)))
@@ -533,4 +535,3 @@ def engine_report(manager: EngineManager, name: str) -> dict[str, Any]:
 def _static_capabilities(engine_cls: type[Engine], manager: EngineManager) -> dict[str, object]:
     # An unloaded instance answers capabilities from its class defaults: no model load.
     return engine_cls(manager.settings).capabilities.as_dict()
-

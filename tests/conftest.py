@@ -22,7 +22,9 @@ from stts.service import EngineManager
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-CORPUS = Path(os.environ.get("STTS_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus"))
+CORPUS = Path(
+    os.environ.get("STTS_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus")
+)
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,12 @@ class LiveServer:
         self.port = free_port()
         self.app = create_app(settings, manager=manager)
         config = server_config(
-            self.app, settings, host="127.0.0.1", port=self.port, log_config=None, log_level="warning"
+            self.app,
+            settings,
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            log_level="warning",
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -46,7 +46,9 @@ def test_openai_json_and_text(client: openai.OpenAI) -> None:
         result = client.audio.transcriptions.create(model="whisper-1", file=fh)
     assert JFK_PHRASE in normalize_text(result.text)
     with corpus_file("openai-whisper__jfk.flac").open("rb") as fh:
-        text = client.audio.transcriptions.create(model="whisper-1", file=fh, response_format="text")
+        text = client.audio.transcriptions.create(
+            model="whisper-1", file=fh, response_format="text"
+        )
     assert JFK_PHRASE in normalize_text(str(text))
 
 
@@ -55,7 +57,9 @@ def test_openai_subtitles_are_well_formed_and_monotonic(
     client: openai.OpenAI, fmt: str, pattern: str
 ) -> None:
     with corpus_file("ort-extensions__1272-141231-0002.mp3").open("rb") as fh:
-        body = str(client.audio.transcriptions.create(model="whisper-1", file=fh, response_format=fmt))  # type: ignore[call-overload]
+        body = str(
+            client.audio.transcriptions.create(model="whisper-1", file=fh, response_format=fmt)
+        )  # type: ignore[call-overload]
     if fmt == "vtt":
         assert body.startswith("WEBVTT\n\n")
     cues = re.findall(rf"^({pattern}) --> ({pattern})$", body, flags=re.M)
@@ -162,7 +166,9 @@ def _speech(name: str) -> dict[str, tuple[str, bytes, str]]:
 
 
 def test_legacy_v1_default_engine(server: LiveServer) -> None:
-    r = httpx.post(f"{server.url}/api/v1/stt", files=_speech("openai-whisper__jfk.flac"), timeout=60)
+    r = httpx.post(
+        f"{server.url}/api/v1/stt", files=_speech("openai-whisper__jfk.flac"), timeout=60
+    )
     assert r.status_code == 200
     body = r.json()
     assert JFK_PHRASE in normalize_text(body["text"])
@@ -173,7 +179,10 @@ def test_legacy_engine_by_query_header_and_path(server: LiveServer) -> None:
     files = _speech("pocketsphinx__003.wav")
     by_query = httpx.post(f"{server.url}/api/v1/stt?engine=pocketsphinx", files=files, timeout=60)
     by_header = httpx.post(
-        f"{server.url}/api/v1/stt", files=files, headers={"X-STT-Engine": "pocketsphinx"}, timeout=60
+        f"{server.url}/api/v1/stt",
+        files=files,
+        headers={"X-STT-Engine": "pocketsphinx"},
+        timeout=60,
     )
     by_path = httpx.post(f"{server.url}/api/v2/stt/pocketsphinx", files=files, timeout=60)
     for r in (by_query, by_header, by_path):
@@ -226,8 +235,13 @@ def test_health_ready_and_docs(server: LiveServer) -> None:
         (b"just some text, renamed to .wav\n" * 20, 415, "unsupported_media"),
     ],
 )
-def test_bad_audio_gets_a_clear_json_error(server: LiveServer, payload: bytes, status: int, code: str) -> None:
-    for url, field in ((f"{server.url}/api/v1/stt", "speech"), (f"{server.url}/v1/audio/transcriptions", "file")):
+def test_bad_audio_gets_a_clear_json_error(
+    server: LiveServer, payload: bytes, status: int, code: str
+) -> None:
+    for url, field in (
+        (f"{server.url}/api/v1/stt", "speech"),
+        (f"{server.url}/v1/audio/transcriptions", "file"),
+    ):
         r = httpx.post(url, files={field: ("a.wav", payload, "audio/wav")}, timeout=30)
         assert r.status_code == status, r.text
         error = r.json()["error"]
@@ -246,7 +260,9 @@ def test_missing_file_field_and_bad_parameters_are_400(server: LiveServer) -> No
         timeout=10,
     )
     assert r.status_code == 400
-    r = httpx.post(f"{server.url}/api/v1/stt?engine=nope", files=_speech("pocketsphinx__001.wav"), timeout=10)
+    r = httpx.post(
+        f"{server.url}/api/v1/stt?engine=nope", files=_speech("pocketsphinx__001.wav"), timeout=10
+    )
     assert r.status_code == 404 and r.json()["error"]["code"] == "engine_not_found"
 
 
@@ -322,7 +338,9 @@ def fault_server(settings: Settings) -> Iterator[LiveServer]:
 
 def test_fallback_over_http_says_which_engine_answered(fault_server: LiveServer) -> None:
     r = httpx.post(
-        f"{fault_server.url}/api/v2/stt/fault-fails", files=_speech("pocketsphinx__001.wav"), timeout=60
+        f"{fault_server.url}/api/v2/stt/fault-fails",
+        files=_speech("pocketsphinx__001.wav"),
+        timeout=60,
     )
     assert r.status_code == 200, r.text
     body = r.json()

@@ -46,7 +46,10 @@ def test_every_corpus_file_decodes_to_16k_mono_with_its_duration(item: CorpusIte
 def test_resampled_and_downmixed_variants_match_the_original() -> None:
     """8 kHz mono and 44.1 kHz stereo copies of one utterance decode to nearly the same signal."""
     ref = decode_audio(corpus_file("deepspeech__LDC93S1.wav")).samples
-    for name in ("deepspeech__LDC93S1_pcms16le_2_44100.wav", "deepspeech__LDC93S1_pcms16le_1_8000.wav"):
+    for name in (
+        "deepspeech__LDC93S1_pcms16le_2_44100.wav",
+        "deepspeech__LDC93S1_pcms16le_1_8000.wav",
+    ):
         other = decode_audio(corpus_file(name)).samples
         n = min(len(ref), len(other))
         # 8 kHz has no content above 4 kHz: compare the correlation, not sample equality.
@@ -54,7 +57,9 @@ def test_resampled_and_downmixed_variants_match_the_original() -> None:
         assert corr > 0.9, (name, corr)
 
 
-def _encode(samples: np.ndarray, rate: int, container: str, codec: str, layout: str = "mono") -> bytes:
+def _encode(
+    samples: np.ndarray, rate: int, container: str, codec: str, layout: str = "mono"
+) -> bytes:
     """Encode float mono samples in memory with PyAV (no files, no subprocess)."""
     buf = io.BytesIO()
     with av.open(buf, mode="w", format=container) as out:
@@ -102,9 +107,13 @@ def test_raw_pcm_needs_a_description_and_honours_it() -> None:
     audio = decode_audio(data, raw=RawFormat(16000, 1, "s16le"))
     assert audio.duration == pytest.approx(2.786, abs=0.01)
     # The same bytes read as 8 kHz are twice as long once resampled to 16 kHz.
-    assert decode_audio(data, raw=RawFormat(8000, 1, "s16le")).duration == pytest.approx(5.57, abs=0.01)
+    assert decode_audio(data, raw=RawFormat(8000, 1, "s16le")).duration == pytest.approx(
+        5.57, abs=0.01
+    )
     # Stereo halves the frame count.
-    assert decode_audio(data, raw=RawFormat(16000, 2, "s16le")).duration == pytest.approx(1.393, abs=0.01)
+    assert decode_audio(data, raw=RawFormat(16000, 2, "s16le")).duration == pytest.approx(
+        1.393, abs=0.01
+    )
     with pytest.raises(CorruptAudio, match="multiple of the frame size"):
         decode_audio(data + b"\x00", raw=RawFormat())
     with pytest.raises(UnsupportedAudio):
@@ -136,7 +145,12 @@ def _wav_claiming(seconds: float, path: Path) -> bytes:
     [
         ("empty", lambda: b"", EmptyAudio, 400),
         ("random bytes", lambda: np.random.default_rng(1).bytes(8000), UnsupportedAudio, 415),
-        ("text named .wav", lambda: b"this is a text file, not audio\n" * 50, UnsupportedAudio, 415),
+        (
+            "text named .wav",
+            lambda: b"this is a text file, not audio\n" * 50,
+            UnsupportedAudio,
+            415,
+        ),
         (
             "truncated flac",
             lambda: (b := corpus_file("openai-whisper__jfk.flac").read_bytes())[: len(b) // 2],
@@ -157,7 +171,9 @@ def _wav_claiming(seconds: float, path: Path) -> bytes:
         ),
     ],
 )
-def test_bad_input_is_a_clear_audio_error(name: str, make, error: type[AudioError], status: int) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_is_a_clear_audio_error(
+    name: str, make, error: type[AudioError], status: int
+) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(error) as info:
         decode_audio(make())
     assert info.value.status_code == status

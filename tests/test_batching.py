@@ -36,8 +36,6 @@ def test_windows_are_at_most_30_s_contiguous_and_cut_in_silence() -> None:
     assert split_windows(audio[: SAMPLE_RATE * 5]) == [(0, SAMPLE_RATE * 5)]
 
 
-
-
 @pytest.fixture(scope="module")
 def batched(cache_dir: Path) -> Iterator[EngineManager]:
     settings = Settings(cache_dir=cache_dir, engines=["whisper"], whisper={"batch_size": 4})
@@ -65,13 +63,20 @@ def test_concurrent_requests_are_batched_and_accurate(batched: EngineManager) ->
 @pytest.mark.slow
 @requires_corpus
 def test_long_audio_is_windowed_with_offsets(batched: EngineManager) -> None:
-    parts = [decode_audio(corpus_file(n)).samples for n in (
-        "openai-whisper__jfk.flac", "coqui-tts__LJ001-0001.wav", "coqui-tts__LJ001-0003.flac",
-        "ort-extensions__1272-141231-0002.mp3",
-    )]
+    parts = [
+        decode_audio(corpus_file(n)).samples
+        for n in (
+            "openai-whisper__jfk.flac",
+            "coqui-tts__LJ001-0001.wav",
+            "coqui-tts__LJ001-0003.flac",
+            "ort-extensions__1272-141231-0002.mp3",
+        )
+    ]
     gap = np.zeros(SAMPLE_RATE, np.float32)
     long_audio = np.concatenate([p for part in parts for p in (part, gap)])  # ~48 s: 2 windows
-    result = batched.transcribe(long_audio, options=TranscribeOptions(language="en", word_timestamps=True))
+    result = batched.transcribe(
+        long_audio, options=TranscribeOptions(language="en", word_timestamps=True)
+    )
     text = result.text.lower()
     assert "your country" in text and "spectators" in text
     starts = [s.start for s in result.segments]
@@ -88,8 +93,13 @@ def test_short_request_finishes_while_a_long_one_is_running(cache_dir: Path) -> 
     short = corpus_file("pocketsphinx__001.wav").read_bytes()
     finished: dict[str, float] = {}
     with LiveServer(settings) as live:
+
         def post(name: str, data: bytes, filename: str) -> None:
-            r = httpx.post(f"{live.url}/api/v1/stt?language=en", files={"speech": (filename, data)}, timeout=300)
+            r = httpx.post(
+                f"{live.url}/api/v1/stt?language=en",
+                files={"speech": (filename, data)},
+                timeout=300,
+            )
             assert r.status_code == 200, r.text
             finished[name] = time.monotonic()
 

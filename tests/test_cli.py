@@ -17,7 +17,9 @@ from tests.conftest import corpus_file, requires_corpus
 pytestmark = [pytest.mark.slow, requires_corpus]
 
 
-def run_stts(*args: str, cache_dir: Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_stts(
+    *args: str, cache_dir: Path, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "STTS_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1"}
     # The arguments are test constants: no shell, no user input.
     return subprocess.run(
@@ -45,7 +47,14 @@ def test_transcribe_many_files_to_srt_files(cache_dir: Path, tmp_path: Path) -> 
     ]
     out = tmp_path / "out"
     proc = run_stts(
-        "transcribe", *map(str, inputs), "--format", "srt", "-o", str(out), "--language", "en",
+        "transcribe",
+        *map(str, inputs),
+        "--format",
+        "srt",
+        "-o",
+        str(out),
+        "--language",
+        "en",
         cache_dir=cache_dir,
     )
     assert proc.returncode == 0, proc.stderr
@@ -56,15 +65,23 @@ def test_transcribe_many_files_to_srt_files(cache_dir: Path, tmp_path: Path) -> 
     assert "dark suit" in normalize_text(srt)
 
 
-def test_bad_files_get_one_line_errors_and_the_rest_is_processed(cache_dir: Path, tmp_path: Path) -> None:
+def test_bad_files_get_one_line_errors_and_the_rest_is_processed(
+    cache_dir: Path, tmp_path: Path
+) -> None:
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
     text = tmp_path / "notes.wav"
     text.write_text("not audio at all\n" * 10)
     good = corpus_file("pocketsphinx__001.wav")
     proc = run_stts(
-        "transcribe", str(empty), str(good), str(text), str(tmp_path / "missing.flac"),
-        "--engine", "pocketsphinx", cache_dir=cache_dir,
+        "transcribe",
+        str(empty),
+        str(good),
+        str(text),
+        str(tmp_path / "missing.flac"),
+        "--engine",
+        "pocketsphinx",
+        cache_dir=cache_dir,
     )
     assert proc.returncode == 1
     assert normalize_text(proc.stdout) == "ten of clubs"
@@ -75,15 +92,27 @@ def test_bad_files_get_one_line_errors_and_the_rest_is_processed(cache_dir: Path
 
 
 def test_unknown_engine_is_a_clean_usage_error(cache_dir: Path) -> None:
-    proc = run_stts("transcribe", "--engine", "nope", str(corpus_file("pocketsphinx__001.wav")), cache_dir=cache_dir)
+    proc = run_stts(
+        "transcribe",
+        "--engine",
+        "nope",
+        str(corpus_file("pocketsphinx__001.wav")),
+        cache_dir=cache_dir,
+    )
     assert proc.returncode == 2
     assert "unknown engine 'nope'" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_verbose_json_with_words(cache_dir: Path) -> None:
     proc = run_stts(
-        "transcribe", str(corpus_file("pocketsphinx__goforward.raw")), "--engine", "pocketsphinx",
-        "--format", "verbose_json", "--word-timestamps", cache_dir=cache_dir,
+        "transcribe",
+        str(corpus_file("pocketsphinx__goforward.raw")),
+        "--engine",
+        "pocketsphinx",
+        "--format",
+        "verbose_json",
+        "--word-timestamps",
+        cache_dir=cache_dir,
     )
     assert proc.returncode == 0, proc.stderr
     body = json.loads(proc.stdout)

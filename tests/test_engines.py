@@ -51,7 +51,7 @@ def test_whisper_word_timestamps_are_ordered_and_inside_the_audio(manager: Engin
     assert normalize_text(" ".join(w.word for w in words)) == normalize_text(result.text)
     for prev, cur in zip(words, words[1:], strict=False):
         assert prev.start <= prev.end <= cur.start + 0.01
-    assert 0 <= words[0].start and words[-1].end <= audio.duration + 0.05
+    assert words[0].start >= 0 and words[-1].end <= audio.duration + 0.05
     # Without the option no words are computed.
     plain = manager.transcribe(audio, options=TranscribeOptions())
     assert plain.words == ()
@@ -86,15 +86,22 @@ def test_eight_threads_get_the_same_transcripts_as_sequential_calls(
     manager: EngineManager, engine: str
 ) -> None:
     names = [
-        "pocketsphinx__001.wav", "pocketsphinx__002.wav", "pocketsphinx__003.wav",
-        "pocketsphinx__005.wav", "speechbrain__spk1_snt1.wav", "atrok-speechtext__export_1.wav",
-        "uberi-speechrecognition__english.wav", "deepspeech__LDC93S1.wav",
+        "pocketsphinx__001.wav",
+        "pocketsphinx__002.wav",
+        "pocketsphinx__003.wav",
+        "pocketsphinx__005.wav",
+        "speechbrain__spk1_snt1.wav",
+        "atrok-speechtext__export_1.wav",
+        "uberi-speechrecognition__english.wav",
+        "deepspeech__LDC93S1.wav",
     ]
     audios = [decode_audio(corpus_file(n)) for n in names]
     options = TranscribeOptions(language="en")
     sequential = [manager.transcribe(a, engine=engine, options=options).text for a in audios]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        parallel = list(pool.map(lambda a: manager.transcribe(a, engine=engine, options=options).text, audios))
+        parallel = list(
+            pool.map(lambda a: manager.transcribe(a, engine=engine, options=options).text, audios)
+        )
     assert parallel == sequential
 
 
@@ -110,7 +117,11 @@ def test_engine_modules_never_decode_resample_or_import_per_request() -> None:
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import | ast.ImportFrom):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                names = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                )
                 for name in names:
                     assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
             if isinstance(node, ast.FunctionDef) and node.name == "transcribe":

@@ -11,9 +11,21 @@ from stts.transcript import Segment, Transcript, Word
 TRANSCRIPT = Transcript(
     text="Hello there. General Kenobi.",
     segments=(
-        Segment(0, 0.0, 1.5, "Hello there.", (Word(0.0, 0.6, "Hello", 0.9), Word(0.7, 1.5, "there.", 0.8))),
+        Segment(
+            0,
+            0.0,
+            1.5,
+            "Hello there.",
+            (Word(0.0, 0.6, "Hello", 0.9), Word(0.7, 1.5, "there.", 0.8)),
+        ),
         # Overlapping start and an empty segment: renderers must still emit monotonic cues.
-        Segment(1, 1.4, 3725.25, "General Kenobi.", (Word(1.6, 2.0, "General"), Word(2.1, 3725.25, "Kenobi."))),
+        Segment(
+            1,
+            1.4,
+            3725.25,
+            "General Kenobi.",
+            (Word(1.6, 2.0, "General"), Word(2.1, 3725.25, "Kenobi.")),
+        ),
         Segment(2, 3725.25, 3725.25, "   "),
     ),
     duration=3726.0,
@@ -49,8 +61,18 @@ def test_verbose_json_has_the_openai_shape() -> None:
     body = json.loads(render(TRANSCRIPT, "verbose_json"))
     assert set(body) == {"task", "language", "duration", "text", "segments", "words"}
     assert body["task"] == "transcribe" and body["language"] == "en"
-    seg_keys = {"id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob",
-                "compression_ratio", "no_speech_prob"}
+    seg_keys = {
+        "id",
+        "seek",
+        "start",
+        "end",
+        "text",
+        "tokens",
+        "temperature",
+        "avg_logprob",
+        "compression_ratio",
+        "no_speech_prob",
+    }
     assert all(set(s) == seg_keys for s in body["segments"])
     assert body["words"][0] == {"word": "Hello", "start": 0.0, "end": 0.6}
     assert "words" not in to_verbose_json(TRANSCRIPT, words=False)

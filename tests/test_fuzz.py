@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from stts.audio import AudioLimits, RawFormat, decode_audio
 from stts.config import Settings
@@ -22,15 +23,19 @@ from tests.conftest import CORPUS_ITEMS, LiveServer, requires_corpus
 pytestmark = [requires_corpus]
 
 LIMITS = AudioLimits(max_bytes=4_000_000, max_duration_s=60)
-SEEDS = {
-    name: next(i.path for i in CORPUS_ITEMS if i.path.name == name).read_bytes()
-    for name in (
-        "deepspeech__LDC93S1.wav",
-        "coqui-stt__LDC93S1.opus",
-        "coqui-tts__LJ001-0002.mp3",
-        "pocketsphinx__003.wav",
-    )
-} if CORPUS_ITEMS else {}
+SEEDS = (
+    {
+        name: next(i.path for i in CORPUS_ITEMS if i.path.name == name).read_bytes()
+        for name in (
+            "deepspeech__LDC93S1.wav",
+            "coqui-stt__LDC93S1.opus",
+            "coqui-tts__LJ001-0002.mp3",
+            "pocketsphinx__003.wav",
+        )
+    }
+    if CORPUS_ITEMS
+    else {}
+)
 
 
 def _max_rss_mb() -> float:
@@ -120,12 +125,13 @@ def test_no_generated_request_makes_the_server_fail(fuzz_server: LiveServer) -> 
     seen: dict[str, set[int]] = {}
     for operation in operations:
 
-        @settings(max_examples=20, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=20, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         @given(case=operation.as_strategy())
         def check(case) -> None:  # type: ignore[no-untyped-def]
             response = case.call(timeout=60)
-            seen.setdefault(operation.label, set()).add(response.status_code)
+            seen.setdefault(operation.label, set()).add(response.status_code)  # noqa: B023 - check() runs inside this iteration
             assert response.status_code < 500 or response.status_code == 503, (
                 f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:300]}"
             )
@@ -134,4 +140,6 @@ def test_no_generated_request_makes_the_server_fail(fuzz_server: LiveServer) -> 
                 assert "Traceback" not in response.text
 
         check()
-    assert any(500 > min(codes) >= 400 for codes in seen.values()), "the fuzzer never hit an error path"
+    assert any(500 > min(codes) >= 400 for codes in seen.values()), (
+        "the fuzzer never hit an error path"
+    )

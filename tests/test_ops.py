@@ -33,7 +33,9 @@ def _audio() -> dict[str, tuple[str, bytes]]:
 
 
 @pytest.fixture(scope="module")
-def keyed_server(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> Iterator[LiveServer]:
+def keyed_server(
+    tmp_path_factory: pytest.TempPathFactory, settings: Settings
+) -> Iterator[LiveServer]:
     key_file = tmp_path_factory.mktemp("keys") / "keys.txt"
     digest = hashlib.sha256(b"from-the-file").hexdigest()
     key_file.write_text(f"# name sha256\nbob {digest}\n")
@@ -58,8 +60,13 @@ def test_keys_are_required_except_on_health_and_ready(keyed_server: LiveServer) 
         assert r.status_code == 401, path
         assert r.json()["error"]["code"] == "invalid_api_key"
         assert r.headers["www-authenticate"] == "Bearer"
-    assert httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer plain-key"}).status_code == 200
+    assert (
+        httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    )
+    assert (
+        httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer plain-key"}).status_code
+        == 200
+    )
     assert httpx.get(f"{url}/v1/models", headers={"X-API-Key": "secret-alice"}).status_code == 200
     assert httpx.get(f"{url}/v1/models", headers={"X-API-Key": "from-the-file"}).status_code == 200
     # The name is not the key.
@@ -67,9 +74,13 @@ def test_keys_are_required_except_on_health_and_ready(keyed_server: LiveServer) 
 
 
 def test_openai_client_sends_its_key_as_bearer(keyed_server: LiveServer) -> None:
-    with openai.OpenAI(base_url=f"{keyed_server.url}/v1", api_key="from-the-file", max_retries=0) as c:
-        with corpus_file("pocketsphinx__001.wav").open("rb") as fh:
-            assert c.audio.transcriptions.create(model="pocketsphinx", file=fh).text == "ten of clubs"
+    with (
+        openai.OpenAI(
+            base_url=f"{keyed_server.url}/v1", api_key="from-the-file", max_retries=0
+        ) as c,
+        corpus_file("pocketsphinx__001.wav").open("rb") as fh,
+    ):
+        assert c.audio.transcriptions.create(model="pocketsphinx", file=fh).text == "ten of clubs"
     with openai.OpenAI(base_url=f"{keyed_server.url}/v1", api_key="nope", max_retries=0) as c:
         with pytest.raises(openai.AuthenticationError):
             c.models.list()
@@ -79,14 +90,19 @@ def test_rate_limit_429_then_recovery_after_refill(keyed_server: LiveServer) -> 
     url = f"{keyed_server.url}/api/v1/stt"
     headers = {"Authorization": "Bearer secret-alice"}
     # burst 3 at 60/min: three pass, the fourth is refused with Retry-After.
-    codes = [httpx.post(url, files={"speech": ("e.wav", b"")}, headers=headers).status_code for _ in range(4)]
+    codes = [
+        httpx.post(url, files={"speech": ("e.wav", b"")}, headers=headers).status_code
+        for _ in range(4)
+    ]
     assert codes[:3] == [400, 400, 400] and codes[3] == 429
     r = httpx.post(url, files=_audio(), headers=headers)
     assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited"
     wait = int(r.headers["Retry-After"])
     assert 1 <= wait <= 2
     # Another key has its own bucket (and a higher per-key rate).
-    assert httpx.post(url, files=_audio(), headers={"X-API-Key": "from-the-file"}).status_code == 200
+    assert (
+        httpx.post(url, files=_audio(), headers={"X-API-Key": "from-the-file"}).status_code == 200
+    )
     time.sleep(wait + 0.1)
     r = httpx.post(url, files=_audio(), headers=headers)
     assert r.status_code == 200 and r.json()["text"] == "ten of clubs"
@@ -95,13 +111,17 @@ def test_rate_limit_429_then_recovery_after_refill(keyed_server: LiveServer) -> 
 def test_forwarded_for_is_trusted_only_from_configured_proxies(settings: Settings) -> None:
     def run(trusted: list[str]) -> list[int]:
         conf = Settings(
-            cache_dir=settings.cache_dir, engines=["pocketsphinx"], default_engine="pocketsphinx",
-            trusted_proxies=trusted, rate_limit={"requests_per_minute": 1, "burst": 1},
+            cache_dir=settings.cache_dir,
+            engines=["pocketsphinx"],
+            default_engine="pocketsphinx",
+            trusted_proxies=trusted,
+            rate_limit={"requests_per_minute": 1, "burst": 1},
         )
         with LiveServer(conf) as live:
             return [
                 httpx.post(
-                    f"{live.url}/api/v1/stt", files={"speech": ("e.wav", b"")},
+                    f"{live.url}/api/v1/stt",
+                    files={"speech": ("e.wav", b"")},
                     headers={"X-Forwarded-For": f"203.0.113.{i}"},
                 ).status_code
                 for i in range(3)
@@ -129,10 +149,15 @@ def test_metrics_change_as_requests_are_served(server: LiveServer) -> None:
     httpx.post(f"{server.url}/api/v1/stt", files={"speech": ("x.wav", b"junk" * 100)})
     after = httpx.get(f"{server.url}/metrics").text
     labels = {"route": "/api/v2/stt/{engine}", "status": "200", "engine": "pocketsphinx"}
-    assert _metric(after, "stts_http_requests_total", **labels) == _metric(before, "stts_http_requests_total", **labels) + 1
+    assert (
+        _metric(after, "stts_http_requests_total", **labels)
+        == _metric(before, "stts_http_requests_total", **labels) + 1
+    )
     assert _metric(after, "stts_http_requests_total", route="/api/v1/stt", status="415") >= 1
     audio_before = _metric(before, "stts_audio_seconds_total", engine="pocketsphinx")
-    assert _metric(after, "stts_audio_seconds_total", engine="pocketsphinx") == pytest.approx(audio_before + 1.095, abs=0.01)
+    assert _metric(after, "stts_audio_seconds_total", engine="pocketsphinx") == pytest.approx(
+        audio_before + 1.095, abs=0.01
+    )
     assert _metric(after, "stts_real_time_factor_count", engine="pocketsphinx") >= 1
     assert _metric(after, "stts_engine_loaded", engine="pocketsphinx") == 1
     assert "stts_engine_queue_depth" in after and "stts_engine_rejections_total" in after
@@ -145,12 +170,23 @@ def test_request_id_is_echoed_or_generated(server: LiveServer) -> None:
     generated = httpx.get(f"{server.url}/health").headers["x-request-id"]
     assert len(generated) == 32
     # Unsafe ids (log injection) are replaced.
-    assert httpx.get(f"{server.url}/health", headers={"X-Request-ID": "a\tb"}).headers["x-request-id"] != "a\tb"
+    assert (
+        httpx.get(f"{server.url}/health", headers={"X-Request-ID": "a\tb"}).headers["x-request-id"]
+        != "a\tb"
+    )
 
 
 def test_json_log_lines_carry_the_request_id() -> None:
-    record = logging.makeLogRecord({"name": "stts.access", "msg": "GET %s", "args": ("/x",), "levelno": 20,
-                                    "levelname": "INFO", "status": 200})
+    record = logging.makeLogRecord(
+        {
+            "name": "stts.access",
+            "msg": "GET %s",
+            "args": ("/x",),
+            "levelno": 20,
+            "levelname": "INFO",
+            "status": 200,
+        }
+    )
     token = request_id_var.set("rid-1")
     try:
         line = json.loads(JsonFormatter().format(record))
@@ -167,7 +203,9 @@ def test_no_temp_files_or_descriptors_left_behind(server: LiveServer) -> None:
     payloads = [big, b"", os.urandom(3_000_000), big[: len(big) // 2]]
 
     def send(data: bytes) -> int:
-        return httpx.post(f"{server.url}/api/v2/stt/pocketsphinx", files={"speech": ("a.flac", data)}, timeout=60).status_code
+        return httpx.post(
+            f"{server.url}/api/v2/stt/pocketsphinx", files={"speech": ("a.flac", data)}, timeout=60
+        ).status_code
 
     send(payloads[1])
     before_files = set(tmp.iterdir())
@@ -183,9 +221,18 @@ def test_no_temp_files_or_descriptors_left_behind(server: LiveServer) -> None:
 @pytest.mark.slow
 def test_sigterm_drains_in_flight_requests_then_exits_zero(cache_dir: Path) -> None:
     port = free_port()
-    env = {**os.environ, "STTS_PORT": str(port), "STTS_CACHE_DIR": str(cache_dir), "STTS_SHUTDOWN_GRACE_S": "30"}
-    proc = subprocess.Popen([sys.executable, "-m", "stts.cli", "serve"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "STTS_PORT": str(port),
+        "STTS_CACHE_DIR": str(cache_dir),
+        "STTS_SHUTDOWN_GRACE_S": "30",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stts.cli", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -197,9 +244,16 @@ def test_sigterm_drains_in_flight_requests_then_exits_zero(cache_dir: Path) -> N
                 time.sleep(0.2)
         results: list[httpx.Response] = []
         data = corpus_file("ort-extensions__1272-141231-0002.mp3").read_bytes()  # 13 s of speech
-        worker = threading.Thread(target=lambda: results.append(
-            httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("a.mp3", data)},
-                       data={"model": "whisper-1", "language": "en"}, timeout=120)))
+        worker = threading.Thread(
+            target=lambda: results.append(
+                httpx.post(
+                    f"{url}/v1/audio/transcriptions",
+                    files={"file": ("a.mp3", data)},
+                    data={"model": "whisper-1", "language": "en"},
+                    timeout=120,
+                )
+            )
+        )
         worker.start()
         time.sleep(0.7)  # the request is in flight
         proc.send_signal(signal.SIGTERM)

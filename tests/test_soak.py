@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.soak, requires_corpus]
 RSS_GROWTH_LIMIT_MIB = 8.0
 
 MIX = [
-    "deepspeech__LDC93S1_pcms16le_1_8000.wav",   # 8 kHz: resampled
+    "deepspeech__LDC93S1_pcms16le_1_8000.wav",  # 8 kHz: resampled
     "deepspeech__LDC93S1_pcms16le_2_44100.wav",  # 44.1 kHz stereo: downmixed and resampled
     "coqui-tts__LJ001-0002.mp3",
     "coqui-stt__LDC93S1.opus",
@@ -50,10 +50,19 @@ def _payloads() -> list[tuple[str, bytes]]:
 @pytest.fixture(scope="module")
 def server_process(cache_dir: Path) -> Iterator[tuple[str, psutil.Process]]:
     port = free_port()
-    env = {**os.environ, "STTS_PORT": str(port), "STTS_CACHE_DIR": str(cache_dir),
-           "STTS_WHISPER__QUEUE_SIZE": "2", "STTS_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen([sys.executable, "-m", "stts.cli", "serve"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "STTS_PORT": str(port),
+        "STTS_CACHE_DIR": str(cache_dir),
+        "STTS_WHISPER__QUEUE_SIZE": "2",
+        "STTS_LOG_LEVEL": "warning",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stts.cli", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -68,16 +77,24 @@ def server_process(cache_dir: Path) -> Iterator[tuple[str, psutil.Process]]:
 
 
 def _send(client: httpx.Client, url: str, item: tuple[str, bytes]) -> httpx.Response:
-    return client.post(f"{url}/v1/audio/transcriptions", files={"file": item},
-                       data={"model": "whisper-1", "language": "en"}, timeout=300)
+    return client.post(
+        f"{url}/v1/audio/transcriptions",
+        files={"file": item},
+        data={"model": "whisper-1", "language": "en"},
+        timeout=300,
+    )
 
 
-def test_fifty_concurrent_requests_get_only_200_or_503(server_process: tuple[str, psutil.Process]) -> None:
+def test_fifty_concurrent_requests_get_only_200_or_503(
+    server_process: tuple[str, psutil.Process],
+) -> None:
     url, proc = server_process
     rss_before = proc.memory_info().rss
     data = ("a.wav", corpus_file("deepspeech__LDC93S1_pcms16le_2_44100.wav").read_bytes())
-    with httpx.Client(limits=httpx.Limits(max_connections=50)) as client, \
-            concurrent.futures.ThreadPoolExecutor(50) as pool:
+    with (
+        httpx.Client(limits=httpx.Limits(max_connections=50)) as client,
+        concurrent.futures.ThreadPoolExecutor(50) as pool,
+    ):
         responses = list(pool.map(lambda _: _send(client, url, data), range(50)))
     codes = [r.status_code for r in responses]
     assert set(codes) <= {200, 503}, codes
@@ -100,15 +117,20 @@ def test_short_soak_rss_stays_flat(server_process: tuple[str, psutil.Process]) -
     assert set(codes) <= {200, 400, 415}, codes
     warm, end = rss[5], rss[-1]  # after 100 requests, after 300
     growth = (end - warm) / 2**20
-    print(f"short soak: RSS {warm / 2**20:.1f} MiB after 100 requests, {end / 2**20:.1f} MiB after 300 ({growth:+.2f} MiB)")
+    print(
+        f"short soak: RSS {warm / 2**20:.1f} MiB after 100 requests, {end / 2**20:.1f} MiB after 300 ({growth:+.2f} MiB)"
+    )
     assert growth < RSS_GROWTH_LIMIT_MIB
 
 
 def test_python_allocations_do_not_grow_per_request(cache_dir: Path) -> None:
     """tracemalloc over the whole request path (HTTP, decoding, service, formats)."""
-    settings = Settings(cache_dir=cache_dir, engines=["pocketsphinx"], default_engine="pocketsphinx")
+    settings = Settings(
+        cache_dir=cache_dir, engines=["pocketsphinx"], default_engine="pocketsphinx"
+    )
     payloads = _payloads()
     with LiveServer(settings) as live, httpx.Client() as client:
+
         def burst(n: int) -> None:
             for item in itertools.islice(itertools.cycle(payloads), n):
                 client.post(f"{live.url}/api/v1/stt", files={"speech": item}, timeout=60)

@@ -165,9 +165,7 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
     app.include_router(legacy.router)
     app.include_router(ops.router)
     # Added innermost first: RequestContext -> Guard -> BodySizeLimit -> routes.
-    app.add_middleware(
-        BodySizeLimit, max_bytes=settings.audio.max_bytes + _FORM_OVERHEAD_BYTES
-    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.audio.max_bytes + _FORM_OVERHEAD_BYTES)
     app.add_middleware(Guard, settings=settings)
     app.add_middleware(
         RequestContext, metrics=metrics, is_draining=lambda: bool(app.state.draining)

@@ -135,7 +135,12 @@ async def stream_transcription(
 
     job = asyncio.ensure_future(
         manager.transcribe_async(
-            audio, engine=key[0], model=key[1], options=options, on_segment=on_segment, cancel=cancel
+            audio,
+            engine=key[0],
+            model=key[1],
+            options=options,
+            on_segment=on_segment,
+            cancel=cancel,
         )
     )
     job.add_done_callback(lambda _t: segments.put_nowait(None))

@@ -74,9 +74,9 @@ class RequestContext:
 
         try:
             if self.is_draining() and scope["path"] != "/health":
-                await error_response(ShuttingDown("the server is shutting down; retry on another instance"))(
-                    scope, receive, send_with_id
-                )
+                await error_response(
+                    ShuttingDown("the server is shutting down; retry on another instance")
+                )(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
@@ -232,7 +232,11 @@ class Guard:
             identity = f"key:{name}"
         if self.enabled and scope["method"] == "POST":
             identity = identity or f"ip:{self.client_ip(scope)}"
-            per_minute = self.per_key.get(identity.removeprefix("key:")) if identity.startswith("key:") else None
+            per_minute = (
+                self.per_key.get(identity.removeprefix("key:"))
+                if identity.startswith("key:")
+                else None
+            )
             wait = self.buckets.take(identity, per_minute)
             if wait > 0:
                 limited = RateLimited(

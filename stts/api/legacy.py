@@ -55,7 +55,9 @@ async def _stt(
 ) -> JSONResponse:
     key = manager.resolve(engine or None)
     data = await _body_audio(request, speech, manager.settings.audio.max_bytes)
-    content_type = speech.content_type if speech is not None else request.headers.get("content-type")
+    content_type = (
+        speech.content_type if speech is not None else request.headers.get("content-type")
+    )
     audio = await decode_upload(manager, key, data, raw_format_from_content_type(content_type))
     options = TranscribeOptions(language=language or None, word_timestamps=word_timestamps)
     timed = await run_transcription(request, manager, audio, key, options)
@@ -68,9 +70,7 @@ async def _stt(
         "fallback": t.fallback,
         "language": t.language,
         "duration": round(audio.duration, 3),
-        "segments": [
-            {"start": s.start, "end": s.end, "text": s.text} for s in t.segments
-        ],
+        "segments": [{"start": s.start, "end": s.end, "text": s.text} for s in t.segments],
     }
     if word_timestamps:
         body["words"] = [
@@ -121,7 +121,9 @@ def list_engines(manager: Annotated[EngineManager, Depends(get_manager)]) -> dic
 
 
 @router.get("/v1/engines/{name}", summary="Describe one engine")
-def get_engine(name: str, manager: Annotated[EngineManager, Depends(get_manager)]) -> dict[str, Any]:
+def get_engine(
+    name: str, manager: Annotated[EngineManager, Depends(get_manager)]
+) -> dict[str, Any]:
     """One engine's availability and capabilities; 404 if unknown."""
     if name not in engine_names():
         raise UnknownEngine(f"unknown engine {name!r}")

@@ -71,7 +71,9 @@ def list_models(manager: Annotated[EngineManager, Depends(get_manager)]) -> dict
 
 
 @router.get("/models/{model_id:path}", summary="Retrieve a model")
-def get_model(model_id: str, manager: Annotated[EngineManager, Depends(get_manager)]) -> dict[str, Any]:
+def get_model(
+    model_id: str, manager: Annotated[EngineManager, Depends(get_manager)]
+) -> dict[str, Any]:
     """One model by id; 404 if it is not served here."""
     if model_id not in model_ids(manager):
         raise UnknownModel(f"The model '{model_id}' does not exist or is not served here")
@@ -95,9 +97,7 @@ def _temperature(value: float | None) -> float | None:
     return value if value > 0 else None
 
 
-def _respond(
-    transcript: Transcript, fmt: ResponseFormat, granularities: set[str]
-) -> Response:
+def _respond(transcript: Transcript, fmt: ResponseFormat, granularities: set[str]) -> Response:
     headers = {
         "X-STT-Engine": transcript.engine,
         "X-STT-Model": transcript.model,
@@ -149,9 +149,7 @@ async def create_transcription(
     prompt: Annotated[str | None, Form(max_length=4000)] = None,
     response_format: Annotated[ResponseFormat, Form()] = ResponseFormat.json,
     temperature: Annotated[float | None, Form()] = None,
-    timestamp_granularities: Annotated[
-        list[str], Form(alias="timestamp_granularities[]")
-    ] = [],  # noqa: B006 - FastAPI copies defaults per request
+    timestamp_granularities: Annotated[list[str], Form(alias="timestamp_granularities[]")] = [],  # noqa: B006 - FastAPI copies defaults per request
     stream: Annotated[bool, Form()] = False,
 ) -> Response:
     """Transcribe audio into the input language (OpenAI-compatible)."""
@@ -184,7 +182,9 @@ async def create_translation(
     key = resolve_model(manager, model)
     caps = get_engine_class(key[0])(manager.settings, key[1]).capabilities
     if not caps.translation:
-        raise InvalidRequest(f"engine {key[0]!r} cannot translate; use a multilingual Whisper model")
+        raise InvalidRequest(
+            f"engine {key[0]!r} cannot translate; use a multilingual Whisper model"
+        )
     options = TranscribeOptions(
         task="translate", temperature=_temperature(temperature), initial_prompt=prompt or None
     )

@@ -163,6 +163,8 @@ def _group(words: list[Word]) -> list[Segment]:
         else:
             groups.append([word])
     return [
-        Segment(id=i, start=g[0].start, end=g[-1].end, text=" ".join(w.word for w in g), words=tuple(g))
+        Segment(
+            id=i, start=g[0].start, end=g[-1].end, text=" ".join(w.word for w in g), words=tuple(g)
+        )
         for i, g in enumerate(groups)
     ]

@@ -57,7 +57,9 @@ class VoskEngine(Engine):
             return Availability(False, False, "pip install 'stts[vosk]'", model, ())
         path = settings.vosk.model_path
         if path is None:
-            return Availability(True, False, "set STTS_VOSK__MODEL_PATH to a Vosk model directory", model, ())
+            return Availability(
+                True, False, "set STTS_VOSK__MODEL_PATH to a Vosk model directory", model, ()
+            )
         if not path.is_dir():
             return Availability(True, False, f"model directory not found: {path}", model, ())
         return Availability(True, True, "", model, (model,))
@@ -107,7 +109,12 @@ class VoskEngine(Engine):
         def collect(result_json: str) -> None:
             result = json.loads(result_json)
             words = tuple(
-                Word(round(w["start"], 3), round(w["end"], 3), w["word"], round(w.get("conf", 1.0), 4))
+                Word(
+                    round(w["start"], 3),
+                    round(w["end"], 3),
+                    w["word"],
+                    round(w.get("conf", 1.0), 4),
+                )
                 for w in result.get("result", ())
             )
             text = result.get("text", "").strip()

@@ -104,7 +104,9 @@ def assemble_embedded_model(model: EmbeddedModel, cache_dir: Path) -> Path:
     """Join the wheel parts into a model directory once; later calls reuse it."""
     sources = _embedded_sources(model)
     if sources is None:
-        raise EngineUnavailable(f"embedded Whisper model {model.name!r} is not installed: {model.pip}")
+        raise EngineUnavailable(
+            f"embedded Whisper model {model.name!r} is not installed: {model.pip}"
+        )
     expected = {name: sum(p.stat().st_size for p in paths) for name, paths in sources.items()}
     target = cache_dir / "models" / f"whisper-{model.name}"
     manifest = target / "stts-manifest.json"
@@ -211,7 +213,9 @@ class WhisperEngine(Engine):
         # Only the operator's config can name a path (requests can only name known models).
         if model == settings.whisper.model and Path(model).is_dir():
             if not _is_ct2_dir(Path(model)):
-                raise EngineUnavailable("the configured Whisper model directory is not a CTranslate2 model")
+                raise EngineUnavailable(
+                    "the configured Whisper model directory is not a CTranslate2 model"
+                )
             return Path(model)
         raise UnknownModel(f"unknown Whisper model {model!r}")
 
@@ -230,7 +234,9 @@ class WhisperEngine(Engine):
     def load(self) -> None:
         """Build the CTranslate2 model once (from a directory, never from a hub)."""
         if importlib.util.find_spec("faster_whisper") is None:
-            raise EngineUnavailable("the whisper engine is not installed: pip install 'stts[whisper]'")
+            raise EngineUnavailable(
+                "the whisper engine is not installed: pip install 'stts[whisper]'"
+            )
         from faster_whisper import WhisperModel  # heavy: imported once, at load
 
         source = self.resolve_source(self.settings, self.model)
@@ -301,8 +307,12 @@ class WhisperEngine(Engine):
                 end=round(float(raw.end), 3),
                 text=raw.text.strip(),
                 words=tuple(
-                    Word(round(float(w.start), 3), round(float(w.end), 3), w.word.strip(),
-                         round(float(w.probability), 4))
+                    Word(
+                        round(float(w.start), 3),
+                        round(float(w.end), 3),
+                        w.word.strip(),
+                        round(float(w.probability), 4),
+                    )
                     for w in (raw.words or ())
                 ),
                 avg_logprob=float(raw.avg_logprob),

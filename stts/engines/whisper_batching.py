@@ -129,8 +129,17 @@ class WhisperBatcher:
             raise job.error
         segments = [s for i in range(len(job.windows)) for s in job.results[i]]
         return [
-            Segment(i, s.start, s.end, s.text, s.words, s.avg_logprob, s.no_speech_prob,
-                    s.temperature, s.compression_ratio)
+            Segment(
+                i,
+                s.start,
+                s.end,
+                s.text,
+                s.words,
+                s.avg_logprob,
+                s.no_speech_prob,
+                s.temperature,
+                s.compression_ratio,
+            )
             for i, s in enumerate(segments)
         ]
 
@@ -218,22 +227,39 @@ class WhisperBatcher:
         for job, index in batch:
             start, end = job.windows[index]
             features.append(pad_or_trim(model.feature_extractor(job.audio[start:end])[..., :-1]))
-            metadata.append({"offset": start / SAMPLE_RATE, "duration": (end - start) / SAMPLE_RATE})
+            metadata.append(
+                {"offset": start / SAMPLE_RATE, "duration": (end - start) / SAMPLE_RATE}
+            )
         tokenizer = self._tokenizer_cls(
             model.hf_tokenizer, model.model.is_multilingual, task=key.task, language=key.language
         )
         options = options_cls(
-            beam_size=key.beam_size, best_of=5, patience=1, length_penalty=1,
-            repetition_penalty=1, no_repeat_ngram_size=0, log_prob_threshold=-1.0,
-            no_speech_threshold=0.6, compression_ratio_threshold=2.4,
-            condition_on_previous_text=False, prompt_reset_on_temperature=0.5,
-            temperatures=[key.temperature], initial_prompt=key.initial_prompt, prefix=None,
-            suppress_blank=True, suppress_tokens=self._suppressed(tokenizer, [-1]),
-            without_timestamps=False, max_initial_timestamp=0.0,
+            beam_size=key.beam_size,
+            best_of=5,
+            patience=1,
+            length_penalty=1,
+            repetition_penalty=1,
+            no_repeat_ngram_size=0,
+            log_prob_threshold=-1.0,
+            no_speech_threshold=0.6,
+            compression_ratio_threshold=2.4,
+            condition_on_previous_text=False,
+            prompt_reset_on_temperature=0.5,
+            temperatures=[key.temperature],
+            initial_prompt=key.initial_prompt,
+            prefix=None,
+            suppress_blank=True,
+            suppress_tokens=self._suppressed(tokenizer, [-1]),
+            without_timestamps=False,
+            max_initial_timestamp=0.0,
             word_timestamps=key.word_timestamps,
-            prepend_punctuations="\"'“¿([{-", append_punctuations="\"'.。,，!！?？:：”)]}、",
-            multilingual=False, max_new_tokens=None, clip_timestamps="0",
-            hallucination_silence_threshold=None, hotwords=None,
+            prepend_punctuations="\"'“¿([{-",
+            append_punctuations="\"'.。,，!！?？:：”)]}、",
+            multilingual=False,
+            max_new_tokens=None,
+            clip_timestamps="0",
+            hallucination_silence_threshold=None,
+            hotwords=None,
         )
         self.pipeline.last_speech_timestamp = 0.0
         results = self.pipeline.forward(np.stack(features), tokenizer, metadata, options)
@@ -245,8 +271,12 @@ class WhisperBatcher:
                     end=round(float(seg["end"]), 3),
                     text=seg["text"].strip(),
                     words=tuple(
-                        Word(round(float(w["start"]), 3), round(float(w["end"]), 3),
-                             w["word"].strip(), round(float(w["probability"]), 4))
+                        Word(
+                            round(float(w["start"]), 3),
+                            round(float(w["end"]), 3),
+                            w["word"].strip(),
+                            round(float(w["probability"]), 4),
+                        )
                         for w in seg.get("words") or ()
                     ),
                     avg_logprob=float(seg["avg_logprob"]),
