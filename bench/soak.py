@@ -123,6 +123,16 @@ def main() -> None:
     slope = (
         float(np.polyfit(reqs[half], rss[half], 1)[0] * 1000) if half.sum() > 2 else float("nan")
     )
+    # RSS swings by ~90 MiB inside each request (CTranslate2 buffers taken and given back),
+    # so a trend shows best in the envelope: the maximum per block of 100 requests.
+    blocks = {}
+    for r, v in zip(reqs, rss, strict=True):
+        blocks[int(r // 100)] = max(blocks.get(int(r // 100), 0.0), float(v))
+    late = sorted(b for b in blocks if b * 100 >= args.requests / 2 and (b + 1) * 100 <= args.requests)
+    envelope_slope = (
+        float(np.polyfit([b * 100 for b in late], [blocks[b] for b in late], 1)[0] * 1000)
+        if len(late) > 2 else float("nan")
+    )
     summary = {
         "requests": args.requests,
         "concurrency": args.concurrency,
@@ -132,6 +142,8 @@ def main() -> None:
         "rss_end_mib": float(rss[-1] / 1024),
         "rss_peak_mib": float(rss.max() / 1024),
         "slope_kib_per_1000_requests": slope,
+        "peak_envelope_slope_kib_per_1000_requests": envelope_slope,
+        "peak_per_100_requests_mib": {b * 100: round(v / 1024, 1) for b, v in sorted(blocks.items())},
         "machine": machine(),
     }
     (RESULTS / f"{args.tag}.json").write_text(json.dumps(summary, indent=2))
