@@ -110,7 +110,7 @@ def test_short_soak_rss_stays_flat(server_process: tuple[str, psutil.Process]) -
     rss: list[int] = []
     codes: dict[int, int] = {}
     with httpx.Client() as client, concurrent.futures.ThreadPoolExecutor(2) as pool:
-        for i, response in enumerate(pool.map(lambda item: _send(client, url, item), work)):
+        for response in pool.map(lambda item: _send(client, url, item), work):
             codes[response.status_code] = codes.get(response.status_code, 0) + 1
             rss.append(proc.memory_info().rss)
     assert set(codes) <= {200, 400, 415}, codes
