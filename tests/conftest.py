@@ -102,6 +102,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_ready(url: str, timeout: float = 120.0) -> None:
+    """Poll /ready until it answers 200; fail if it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"server at {url} did not become ready in {timeout:.0f} s")
+
+
 class LiveServer:
     """A real uvicorn server on 127.0.0.1, in a background thread of the test process."""
 
@@ -126,15 +139,8 @@ class LiveServer:
 
     def __enter__(self) -> LiveServer:
         self.thread.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("server did not become ready")
+        wait_ready(self.url, timeout=60)
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True

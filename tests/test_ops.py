@@ -23,7 +23,7 @@ import pytest
 
 from stts.config import Settings
 from stts.logs import JsonFormatter, request_id_var
-from tests.conftest import LiveServer, corpus_file, free_port, requires_corpus
+from tests.conftest import LiveServer, corpus_file, free_port, requires_corpus, wait_ready
 
 pytestmark = [requires_corpus]
 
@@ -235,13 +235,7 @@ def test_sigterm_drains_in_flight_requests_then_exits_zero(cache_dir: Path) -> N
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_ready(url)
         results: list[httpx.Response] = []
         data = corpus_file("ort-extensions__1272-141231-0002.mp3").read_bytes()  # 13 s of speech
         worker = threading.Thread(

@@ -12,7 +12,6 @@ import itertools
 import os
 import subprocess
 import sys
-import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ import psutil
 import pytest
 
 from stts.config import Settings
-from tests.conftest import LiveServer, corpus_file, free_port, requires_corpus
+from tests.conftest import LiveServer, corpus_file, free_port, requires_corpus, wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.soak, requires_corpus]
 
@@ -64,13 +63,7 @@ def server_process(cache_dir: Path) -> Iterator[tuple[str, psutil.Process]]:
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
+    wait_ready(url)
     yield url, psutil.Process(proc.pid)
     proc.terminate()
     proc.wait(60)
