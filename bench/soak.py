@@ -57,10 +57,19 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--tag", default="soak")
+    parser.add_argument(
+        "--batch-size", type=int, default=1, help="Whisper cross-request batch size (1 = off)"
+    )
     args = parser.parse_args()
 
     port = free_port()
-    server = start_server(port, {"STTS_WHISPER__QUEUE_SIZE": "16"})
+    env = {"STTS_WHISPER__QUEUE_SIZE": "16"}
+    if args.batch_size > 1:
+        env |= {
+            "STTS_WHISPER__BATCH_SIZE": str(args.batch_size),
+            "STTS_WHISPER__WORKERS": str(args.batch_size),
+        }
+    server = start_server(port, env)
     proc = psutil.Process(server.pid)
     url = f"http://127.0.0.1:{port}/v1/audio/transcriptions"
     samples: list[tuple[float, int, int]] = []
@@ -125,14 +134,24 @@ def main() -> None:
     )
     # RSS swings by ~90 MiB inside each request (CTranslate2 buffers taken and given back),
     # so a trend shows best in the envelope: the maximum per block of 100 requests.
-    blocks = {}
+    # The median per block is the resting level between requests.
+    per_block: dict[int, list[float]] = {}
     for r, v in zip(reqs, rss, strict=True):
-        blocks[int(r // 100)] = max(blocks.get(int(r // 100), 0.0), float(v))
-    late = sorted(b for b in blocks if b * 100 >= args.requests / 2 and (b + 1) * 100 <= args.requests)
-    envelope_slope = (
-        float(np.polyfit([b * 100 for b in late], [blocks[b] for b in late], 1)[0] * 1000)
-        if len(late) > 2 else float("nan")
+        per_block.setdefault(int(r // 100), []).append(float(v))
+    blocks = {b: max(vs) for b, vs in per_block.items()}
+    medians = {b: float(np.median(vs)) for b, vs in per_block.items()}
+    late = sorted(
+        b for b in blocks if b * 100 >= args.requests / 2 and (b + 1) * 100 <= args.requests
     )
+
+    def block_slope(values: dict[int, float]) -> float:
+        if len(late) <= 2:
+            return float("nan")
+        fit = np.polyfit([b * 100 for b in late], [values[b] for b in late], 1)
+        return float(fit[0] * 1000)
+
+    envelope_slope = block_slope(blocks)
+    median_slope = block_slope(medians)
     summary = {
         "requests": args.requests,
         "concurrency": args.concurrency,
@@ -143,7 +162,14 @@ def main() -> None:
         "rss_peak_mib": float(rss.max() / 1024),
         "slope_kib_per_1000_requests": slope,
         "peak_envelope_slope_kib_per_1000_requests": envelope_slope,
-        "peak_per_100_requests_mib": {b * 100: round(v / 1024, 1) for b, v in sorted(blocks.items())},
+        "median_slope_kib_per_1000_requests": median_slope,
+        "batch_size": args.batch_size,
+        "peak_per_100_requests_mib": {
+            b * 100: round(v / 1024, 1) for b, v in sorted(blocks.items())
+        },
+        "median_per_100_requests_mib": {
+            b * 100: round(v / 1024, 1) for b, v in sorted(medians.items())
+        },
         "machine": machine(),
     }
     (RESULTS / f"{args.tag}.json").write_text(json.dumps(summary, indent=2))
@@ -155,12 +181,20 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    ax.plot(reqs, rss / 1024, lw=1)
+    ax.plot(reqs, rss / 1024, lw=0.5, alpha=0.4, label="RSS (1 s samples)")
+    xs = [b * 100 + 50 for b in sorted(blocks)]
+    ax.plot(xs, [blocks[b] / 1024 for b in sorted(blocks)], lw=1.5, label="peak per 100 requests")
+    ax.plot(
+        xs, [medians[b] / 1024 for b in sorted(medians)], lw=1.5, label="median per 100 requests"
+    )
     ax.set_xlabel("requests completed")
     ax.set_ylabel("server RSS (MiB)")
     ax.set_title(
-        f"stts soak: {args.requests} requests, slope {slope:+.1f} KiB / 1000 requests (2nd half)"
+        f"stts soak: {args.requests} requests (batch {args.batch_size}), 2nd half: "
+        f"peak {envelope_slope:+.0f}, median {median_slope:+.0f} KiB / 1000 req",
+        fontsize=9,
     )
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(RESULTS / f"{args.tag}.png", dpi=110)
