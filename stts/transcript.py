@@ -57,3 +57,19 @@ class Transcript:
 def join_segment_texts(segments: tuple[Segment, ...] | list[Segment]) -> str:
     """Full text from segments: stripped pieces joined by single spaces."""
     return " ".join(s.text.strip() for s in segments if s.text.strip())
+
+
+def segments_from_words(words: list[Word], pause_s: float = 0.6) -> list[Segment]:
+    """Group timed words into segments, starting a new one at every pause of ``pause_s``."""
+    groups: list[list[Word]] = []
+    for word in words:
+        if groups and word.start - groups[-1][-1].end < pause_s:
+            groups[-1].append(word)
+        else:
+            groups.append([word])
+    return [
+        Segment(
+            id=i, start=g[0].start, end=g[-1].end, text=" ".join(w.word for w in g), words=tuple(g)
+        )
+        for i, g in enumerate(groups)
+    ]

@@ -23,7 +23,7 @@ from stts.engines.base import (
     TranscribeOptions,
 )
 from stts.errors import EngineUnavailable
-from stts.transcript import Segment, Transcript, Word
+from stts.transcript import Transcript, Word, segments_from_words
 
 if TYPE_CHECKING:
     from stts.audio import AudioArray
@@ -114,7 +114,7 @@ class PocketSphinxEngine(Engine):
             if cancel is not None and cancel.cancelled:
                 raise Cancelled("the request was cancelled")
             words += self._decode_window(pcm[start : start + _WINDOW_SAMPLES], start / 16_000)
-        segments = _group(words)
+        segments = segments_from_words(words, _PAUSE_S)
         if on_segment is not None:
             for seg in segments:
                 on_segment(seg)
@@ -153,18 +153,3 @@ class PocketSphinxEngine(Engine):
     def close(self) -> None:
         """Drop the decoder."""
         self._decoder = None
-
-
-def _group(words: list[Word]) -> list[Segment]:
-    groups: list[list[Word]] = []
-    for word in words:
-        if groups and word.start - groups[-1][-1].end < _PAUSE_S:
-            groups[-1].append(word)
-        else:
-            groups.append([word])
-    return [
-        Segment(
-            id=i, start=g[0].start, end=g[-1].end, text=" ".join(w.word for w in g), words=tuple(g)
-        )
-        for i, g in enumerate(groups)
-    ]

@@ -24,6 +24,7 @@ _BUILTIN: dict[str, str] = {
     "whisper": "stts.engines.whisper:WhisperEngine",
     "pocketsphinx": "stts.engines.pocketsphinx:PocketSphinxEngine",
     "vosk": "stts.engines.vosk:VoskEngine",
+    "wav2vec2": "stts.engines.wav2vec2:Wav2Vec2Engine",
 }
 
 _registered: dict[str, type[Engine]] = {}

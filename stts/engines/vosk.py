@@ -3,12 +3,23 @@
 Set ``STTS_VOSK__MODEL_PATH`` (or ``[vosk] model_path`` in the TOML file) to an unpacked
 model from https://alphacephei.com/vosk/models. The Kaldi model is shared and
 thread-safe; each request gets its own recogniser, which is cheap.
+
+Kaldi dithers its features with random noise, so by default the same audio can come
+back with different words from one request to the next (alphacep/vosk-api#868). Unless
+``vosk.dither`` is set, stts loads the model through a view of the directory in its
+cache (links to every file, the feature config with ``--dither=0.0`` added), which makes
+transcripts repeatable without touching the operator's model directory.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,6 +41,42 @@ if TYPE_CHECKING:
     from stts.config import Settings
 
 _CHUNK_SAMPLES = 16_000 // 2  # feed half a second at a time; cancel is checked per chunk
+_FEATURE_CONFIGS = ("mfcc.conf", "fbank.conf")
+
+
+def undithered_view(model_dir: Path, cache_dir: Path) -> Path:
+    """A directory of links to ``model_dir`` whose feature config turns dithering off.
+
+    Returns ``model_dir`` itself when it has no feature config to change.
+    """
+    model_dir = model_dir.resolve()
+    conf = model_dir / "conf"
+    if not any((conf / name).is_file() for name in _FEATURE_CONFIGS):
+        return model_dir
+    digest = hashlib.sha256(str(model_dir).encode()).hexdigest()[:16]
+    target = cache_dir / "models" / f"vosk-{model_dir.name}-{digest}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".vosk-view.", dir=target.parent))
+    try:
+        for entry in model_dir.iterdir():
+            if entry.name != "conf":
+                (staging / entry.name).symlink_to(entry)
+        (staging / "conf").mkdir()
+        for entry in conf.iterdir():
+            if entry.name in _FEATURE_CONFIGS:
+                text = entry.read_text(encoding="utf-8")
+                (staging / "conf" / entry.name).write_text(
+                    text.rstrip("\n") + "\n--dither=0.0\n", encoding="utf-8"
+                )
+            else:
+                (staging / "conf" / entry.name).symlink_to(entry)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 class VoskEngine(Engine):
@@ -84,8 +131,12 @@ class VoskEngine(Engine):
         import vosk  # heavy: imported once, at load
 
         vosk.SetLogLevel(-1)
+        path = self.settings.vosk.model_path
+        assert path is not None  # probe checked it
         try:
-            self._model = vosk.Model(str(self.settings.vosk.model_path))
+            if not self.settings.vosk.dither:
+                path = undithered_view(path, self.settings.cache_dir)
+            self._model = vosk.Model(str(path))
         except Exception as exc:
             raise EngineUnavailable("the Vosk model failed to load") from exc
         self._recognizer_cls = vosk.KaldiRecognizer
