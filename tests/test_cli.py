@@ -123,13 +123,19 @@ def test_verbose_json_with_words(cache_dir: Path) -> None:
 def test_engines_table_and_json(cache_dir: Path) -> None:
     proc = run_stts("engines", cache_dir=cache_dir)
     assert proc.returncode == 0, proc.stderr
-    for name in ("whisper", "pocketsphinx", "vosk"):
+    for name in ("whisper", "pocketsphinx", "vosk", "wav2vec2"):
         assert name in proc.stdout
-    assert "stts[vosk]" in proc.stdout
     proc = run_stts("engines", "--json", cache_dir=cache_dir)
     reports = {r["name"]: r for r in json.loads(proc.stdout)}
     assert reports["whisper"]["available"] and not reports["whisper"]["loaded"]
-    assert reports["vosk"]["installed"] is False or reports["vosk"]["model_found"] is False
+    # no model directory configured: each says what is missing, and how to fix it
+    for name in ("vosk", "wav2vec2"):
+        assert not reports[name]["available"]
+        assert reports[name]["reason"] in (
+            f"pip install 'stts[{name}]'",
+            f"set STTS_{name.upper()}__MODEL_PATH to a "
+            + ("Vosk model directory" if name == "vosk" else "CTC model directory"),
+        )
 
 
 def test_library_one_liner(manager) -> None:  # type: ignore[no-untyped-def]
