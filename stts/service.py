@@ -22,7 +22,8 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -401,6 +402,56 @@ class EngineManager:
             attempts=tuple(attempts),
         )
 
+    def _attempts(
+        self,
+        samples: AudioArray,
+        key: SlotKey,
+        options: TranscribeOptions,
+        on_segment: SegmentCallback | None,
+        cancel: CancelToken,
+    ) -> Generator[Future[Transcript], Transcript, Transcript]:
+        """Walk the fallback chain: yield each attempt's future, get its result sent back.
+
+        The caller waits on each future (blocking or with ``await``) and sends the
+        transcript in, or throws the :class:`EngineError` in to move to the next engine.
+        """
+        attempts: list[str] = []
+        last_error: EngineError | None = None
+        started = time.perf_counter()
+        for candidate in self.chain(key, options):
+            attempts.append(candidate[0])
+            future = self.slot(candidate).submit(
+                samples, options, on_segment=on_segment, cancel=cancel
+            )
+            try:
+                result = yield future
+            except EngineError as exc:
+                logger.warning("engine %s failed: %s; trying the next", candidate[0], exc.message)
+                last_error = exc
+                continue
+            return self._observe(self._label(result, candidate, attempts), started)
+        assert last_error is not None
+        raise last_error
+
+    @staticmethod
+    def _advance(
+        run: Generator[Future[Transcript], Transcript, Transcript],
+        result: Transcript | None = None,
+        error: EngineError | None = None,
+    ) -> Future[Transcript] | Transcript:
+        """The next attempt's future, or the final transcript."""
+        try:
+            if error is not None:
+                return run.throw(error)
+            return run.send(result) if result is not None else next(run)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _give_up(future: Future[Transcript], cancel: CancelToken) -> None:
+        cancel.cancel()  # a running engine stops at its next segment
+        future.cancel()  # a queued job never starts
+
     async def transcribe_async(
         self,
         audio: DecodedAudio | AudioArray,
@@ -413,37 +464,26 @@ class EngineManager:
     ) -> Transcript:
         """Transcribe on a worker thread without blocking the event loop; falls back on failure."""
         samples = self._samples(audio)
-        options = options or TranscribeOptions()
         cancel = cancel or CancelToken()
-        key = self.resolve(engine, model)
         timeout = self.deadline(len(samples) / SAMPLE_RATE)
-        attempts: list[str] = []
-        last_error: EngineError | None = None
-        started = time.perf_counter()
-        for candidate in self.chain(key, options):
-            attempts.append(candidate[0])
-            slot = self.slot(candidate)
-            future = slot.submit(samples, options, on_segment=on_segment, cancel=cancel)
+        run = self._attempts(
+            samples, self.resolve(engine, model), options or TranscribeOptions(), on_segment, cancel
+        )
+        step = self._advance(run)
+        while isinstance(step, Future):
             try:
-                result = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+                result = await asyncio.wait_for(asyncio.wrap_future(step), timeout)
             except asyncio.TimeoutError as exc:
-                cancel.cancel()
-                future.cancel()
-                raise TranscriptionTimeout(
-                    f"transcription took longer than {timeout:.0f} s and was stopped"
-                ) from exc
-            except asyncio.CancelledError:
-                # The client went away: stop the engine at its next segment.
-                cancel.cancel()
-                future.cancel()
+                self._give_up(step, cancel)
+                raise _timed_out(timeout) from exc
+            except asyncio.CancelledError:  # the client went away
+                self._give_up(step, cancel)
                 raise
             except EngineError as exc:
-                logger.warning("engine %s failed: %s; trying the next", candidate[0], exc.message)
-                last_error = exc
+                step = self._advance(run, error=exc)
                 continue
-            return self._observe(self._label(result, candidate, attempts), started)
-        assert last_error is not None
-        raise last_error
+            step = self._advance(run, result=result)
+        return step
 
     def transcribe(
         self,
@@ -457,33 +497,23 @@ class EngineManager:
     ) -> Transcript:
         """Blocking variant for the CLI and library: same pools, limits and fallback."""
         samples = self._samples(audio)
-        options = options or TranscribeOptions()
         cancel = cancel or CancelToken()
-        key = self.resolve(engine, model)
         timeout = self.deadline(len(samples) / SAMPLE_RATE)
-        attempts: list[str] = []
-        last_error: EngineError | None = None
-        started = time.perf_counter()
-        for candidate in self.chain(key, options):
-            attempts.append(candidate[0])
-            future = self.slot(candidate).submit(
-                samples, options, on_segment=on_segment, cancel=cancel
-            )
+        run = self._attempts(
+            samples, self.resolve(engine, model), options or TranscribeOptions(), on_segment, cancel
+        )
+        step = self._advance(run)
+        while isinstance(step, Future):
             try:
-                result = future.result(timeout)
+                result = step.result(timeout)
             except concurrent.futures.TimeoutError as exc:
-                cancel.cancel()
-                future.cancel()
-                raise TranscriptionTimeout(
-                    f"transcription took longer than {timeout:.0f} s and was stopped"
-                ) from exc
+                self._give_up(step, cancel)
+                raise _timed_out(timeout) from exc
             except EngineError as exc:
-                logger.warning("engine %s failed: %s; trying the next", candidate[0], exc.message)
-                last_error = exc
+                step = self._advance(run, error=exc)
                 continue
-            return self._observe(self._label(result, candidate, attempts), started)
-        assert last_error is not None
-        raise last_error
+            step = self._advance(run, result=result)
+        return step
 
     def close(self, wait: bool = True) -> None:
         """Finish running jobs (if wait), refuse new ones and free every model."""
@@ -500,6 +530,10 @@ class EngineManager:
             yield self
         finally:
             self.close()
+
+
+def _timed_out(timeout: float) -> TranscriptionTimeout:
+    return TranscriptionTimeout(f"transcription took longer than {timeout:.0f} s and was stopped")
 
 
 def engine_report(manager: EngineManager, name: str) -> dict[str, Any]:
