@@ -28,16 +28,26 @@ def get_manager(request: Request) -> EngineManager:
     return manager
 
 
-async def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
-    """The uploaded bytes, refused as soon as they pass the limit."""
-    chunks: list[bytes] = []
+async def read_bounded(chunks: AsyncIterator[bytes], max_bytes: int) -> bytes:
+    """Bytes from a stream (an upload, a request body), refused as soon as they pass the limit."""
+    parts: list[bytes] = []
     size = 0
-    while chunk := await upload.read(_READ_CHUNK):
+    async for chunk in chunks:
         size += len(chunk)
         if size > max_bytes:
             raise AudioTooLarge(f"the audio is larger than the limit of {max_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def _upload_chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await upload.read(_READ_CHUNK):
+        yield chunk
+
+
+async def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
+    """The uploaded bytes, refused as soon as they pass the limit."""
+    return await read_bounded(_upload_chunks(upload), max_bytes)
 
 
 def raw_format_from_content_type(content_type: str | None) -> RawFormat | None:

@@ -17,12 +17,13 @@ from stts.api.common import (
     decode_upload,
     get_manager,
     raw_format_from_content_type,
+    read_bounded,
     read_upload,
     run_transcription,
 )
 from stts.engines.base import TranscribeOptions
 from stts.engines.registry import engine_names
-from stts.errors import AudioTooLarge, EmptyAudio, InvalidRequest, UnknownEngine
+from stts.errors import EmptyAudio, InvalidRequest, UnknownEngine
 from stts.service import EngineManager, engine_report
 
 router = APIRouter(prefix="/api", tags=["legacy"])
@@ -35,14 +36,10 @@ async def _body_audio(request: Request, speech: UploadFile | None, max_bytes: in
     if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         # The form was parsed already: the audio must be in its 'speech' field.
         raise InvalidRequest("no audio: the multipart field 'speech' is missing")
-    data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > max_bytes:
-            raise AudioTooLarge(f"the audio is larger than the limit of {max_bytes} bytes")
+    data = await read_bounded(request.stream(), max_bytes)
     if not data:
         raise EmptyAudio("no audio: send it as the multipart field 'speech' or as the body")
-    return bytes(data)
+    return data
 
 
 async def _stt(

@@ -12,6 +12,7 @@ and that directory is what CTranslate2 loads; nothing is fetched from a model hu
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -32,9 +33,9 @@ from stts.engines.base import (
     SegmentCallback,
     TranscribeOptions,
 )
-from stts.engines.whisper_batching import BatchKey, WhisperBatcher
+from stts.engines.whisper_batching import BatchKey, WhisperBatcher, whisper_segment
 from stts.errors import EngineUnavailable, UnknownModel
-from stts.transcript import Segment, Transcript, Word, join_segment_texts
+from stts.transcript import Segment, Transcript, join_segment_texts
 
 if TYPE_CHECKING:
     from stts.audio import AudioArray
@@ -301,25 +302,7 @@ class WhisperEngine(Engine):
         for index, raw in enumerate(segments_iter):
             if cancel is not None and cancel.cancelled:
                 raise Cancelled("the request was cancelled")
-            segment = Segment(
-                id=index,
-                start=round(float(raw.start), 3),
-                end=round(float(raw.end), 3),
-                text=raw.text.strip(),
-                words=tuple(
-                    Word(
-                        round(float(w.start), 3),
-                        round(float(w.end), 3),
-                        w.word.strip(),
-                        round(float(w.probability), 4),
-                    )
-                    for w in (raw.words or ())
-                ),
-                avg_logprob=float(raw.avg_logprob),
-                no_speech_prob=float(raw.no_speech_prob),
-                temperature=float(raw.temperature) if raw.temperature is not None else None,
-                compression_ratio=float(raw.compression_ratio),
-            )
+            segment = whisper_segment(index, dataclasses.asdict(raw))
             segments.append(segment)
             if on_segment is not None:
                 on_segment(segment)

@@ -13,11 +13,13 @@ previous window), as in faster-whisper's batched mode.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +35,33 @@ SAMPLE_RATE = 16_000
 WINDOW_S = 30.0
 _CUT_SEARCH_S = 5.0  # look this far back from the 30 s mark for a quiet place to cut
 _FRAME = 160  # 10 ms energy frames
+
+
+def whisper_segment(
+    index: int, seg: Mapping[str, Any], temperature: float | None = None
+) -> Segment:
+    """A faster-whisper segment (as a dict) as an stts Segment, times rounded to 1 ms."""
+    if temperature is None and seg.get("temperature") is not None:
+        temperature = float(seg["temperature"])
+    return Segment(
+        id=index,
+        start=round(float(seg["start"]), 3),
+        end=round(float(seg["end"]), 3),
+        text=seg["text"].strip(),
+        words=tuple(
+            Word(
+                round(float(w["start"]), 3),
+                round(float(w["end"]), 3),
+                w["word"].strip(),
+                round(float(w["probability"]), 4),
+            )
+            for w in seg.get("words") or ()
+        ),
+        avg_logprob=float(seg["avg_logprob"]),
+        no_speech_prob=float(seg["no_speech_prob"]),
+        temperature=temperature,
+        compression_ratio=float(seg["compression_ratio"]),
+    )
 
 
 def split_windows(audio: np.ndarray[Any, Any]) -> list[tuple[int, int]]:
@@ -128,20 +157,7 @@ class WhisperBatcher:
         if job.error is not None:
             raise job.error
         segments = [s for i in range(len(job.windows)) for s in job.results[i]]
-        return [
-            Segment(
-                i,
-                s.start,
-                s.end,
-                s.text,
-                s.words,
-                s.avg_logprob,
-                s.no_speech_prob,
-                s.temperature,
-                s.compression_ratio,
-            )
-            for i, s in enumerate(segments)
-        ]
+        return [dataclasses.replace(s, id=i) for i, s in enumerate(segments)]
 
     def close(self) -> None:
         """Stop the scheduler; requests still waiting fail with ShuttingDown."""
@@ -265,25 +281,7 @@ class WhisperBatcher:
         results = self.pipeline.forward(np.stack(features), tokenizer, metadata, options)
         return [
             [
-                Segment(
-                    id=0,
-                    start=round(float(seg["start"]), 3),
-                    end=round(float(seg["end"]), 3),
-                    text=seg["text"].strip(),
-                    words=tuple(
-                        Word(
-                            round(float(w["start"]), 3),
-                            round(float(w["end"]), 3),
-                            w["word"].strip(),
-                            round(float(w["probability"]), 4),
-                        )
-                        for w in seg.get("words") or ()
-                    ),
-                    avg_logprob=float(seg["avg_logprob"]),
-                    no_speech_prob=float(seg["no_speech_prob"]),
-                    temperature=key.temperature,
-                    compression_ratio=float(seg["compression_ratio"]),
-                )
+                whisper_segment(0, seg, temperature=key.temperature)
                 for seg in window
                 if seg["text"].strip()
             ]
