@@ -13,38 +13,22 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
-from common import RESULTS, ROOT, corpus, machine, markdown_table
+from common import RESULTS, corpus, machine, markdown_table
+
+from stts.testing import free_port, spawn_server
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_server(port: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "STTS_PORT": str(port), "STTS_LOG_LEVEL": "warning", **(extra_env or {})}
-    proc = subprocess.Popen([sys.executable, "-m", "stts.cli", "serve"], cwd=ROOT, env=env)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not become ready")
+    """A real ``stts serve`` on 127.0.0.1:port (warnings-only logs), once ready."""
+    return spawn_server(port, {"STTS_LOG_LEVEL": "warning", **(extra_env or {})}, stderr=None)
 
 
 def post(client: httpx.Client, url: str, path: Path) -> float:

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import csv
 import os
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import uvicorn
 
@@ -19,6 +16,7 @@ from stts.api.app import create_app, server_config
 from stts.audio import RawFormat
 from stts.config import Settings
 from stts.service import EngineManager
+from stts.testing import free_port, wait_ready
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -93,26 +91,6 @@ def manager(settings: Settings) -> Iterator[EngineManager]:
     mgr = EngineManager(settings)
     yield mgr
     mgr.close()
-
-
-def free_port() -> int:
-    """An unused TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(url: str, timeout: float = 120.0) -> None:
-    """Poll /ready until it answers 200; fail if it never does."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"server at {url} did not become ready in {timeout:.0f} s")
 
 
 class LiveServer:

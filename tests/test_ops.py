@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -23,7 +22,8 @@ import pytest
 
 from stts.config import Settings
 from stts.logs import JsonFormatter, request_id_var
-from tests.conftest import LiveServer, corpus_file, free_port, requires_corpus, wait_ready
+from stts.testing import free_port, spawn_server
+from tests.conftest import LiveServer, corpus_file, requires_corpus
 
 pytestmark = [requires_corpus]
 
@@ -221,21 +221,13 @@ def test_no_temp_files_or_descriptors_left_behind(server: LiveServer) -> None:
 @pytest.mark.slow
 def test_sigterm_drains_in_flight_requests_then_exits_zero(cache_dir: Path) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        "STTS_PORT": str(port),
-        "STTS_CACHE_DIR": str(cache_dir),
-        "STTS_SHUTDOWN_GRACE_S": "30",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stts.cli", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
+    proc = spawn_server(
+        port,
+        {"STTS_CACHE_DIR": str(cache_dir), "STTS_SHUTDOWN_GRACE_S": "30"},
         stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url)
         results: list[httpx.Response] = []
         data = corpus_file("ort-extensions__1272-141231-0002.mp3").read_bytes()  # 13 s of speech
         worker = threading.Thread(

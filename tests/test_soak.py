@@ -10,8 +10,6 @@ import concurrent.futures
 import gc
 import itertools
 import os
-import subprocess
-import sys
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,8 @@ import psutil
 import pytest
 
 from stts.config import Settings
-from tests.conftest import LiveServer, corpus_file, free_port, requires_corpus, wait_ready
+from stts.testing import free_port, spawn_server
+from tests.conftest import LiveServer, corpus_file, requires_corpus
 
 pytestmark = [pytest.mark.slow, pytest.mark.soak, requires_corpus]
 
@@ -49,21 +48,15 @@ def _payloads() -> list[tuple[str, bytes]]:
 @pytest.fixture(scope="module")
 def server_process(cache_dir: Path) -> Iterator[tuple[str, psutil.Process]]:
     port = free_port()
-    env = {
-        **os.environ,
-        "STTS_PORT": str(port),
-        "STTS_CACHE_DIR": str(cache_dir),
-        "STTS_WHISPER__QUEUE_SIZE": "2",
-        "STTS_LOG_LEVEL": "warning",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stts.cli", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc = spawn_server(
+        port,
+        {
+            "STTS_CACHE_DIR": str(cache_dir),
+            "STTS_WHISPER__QUEUE_SIZE": "2",
+            "STTS_LOG_LEVEL": "warning",
+        },
     )
     url = f"http://127.0.0.1:{port}"
-    wait_ready(url)
     yield url, psutil.Process(proc.pid)
     proc.terminate()
     proc.wait(60)
