@@ -26,7 +26,7 @@ from stts.engines.base import CancelToken, TranscribeOptions
 from stts.engines.wav2vec2 import Wav2Vec2Engine
 from stts.errors import Cancelled, EngineUnavailable
 from stts.service import EngineManager, engine_report
-from tests.conftest import corpus_file, requires_corpus
+from tests.conftest import LiveServer, corpus_file, requires_corpus
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -228,5 +228,38 @@ def test_served_through_the_manager_with_eight_threads(model_dir: Path) -> None:
         assert [r.text for r in results] == sequential
         assert {r.engine for r in results} == {"wav2vec2"}
         assert engine_report(manager, "wav2vec2")["loaded"]
+    finally:
+        manager.close()
+
+
+def test_openai_client_picks_wav2vec2_and_gets_its_word_times(
+    model_dir: Path, engine: Wav2Vec2Engine
+) -> None:
+    import openai
+
+    settings = Settings(
+        engines=["wav2vec2"], default_engine="wav2vec2", wav2vec2={"model_path": model_dir}
+    )
+    manager = EngineManager(settings)
+    try:
+        with (
+            LiveServer(settings, manager) as live,
+            openai.OpenAI(base_url=f"{live.url}/v1", api_key="unused", max_retries=0) as client,
+        ):
+            path = corpus_file("deepspeech__LDC93S1_pcms16le_1_8000.wav")  # 8 kHz: resampled
+            with path.open("rb") as fh:
+                result = client.audio.transcriptions.create(
+                    model="wav2vec2",
+                    file=fh,
+                    response_format="verbose_json",
+                    timestamp_granularities=["word"],
+                )
+            direct = engine.transcribe(decode_audio(path).samples, TranscribeOptions())
+            assert result.text == direct.text
+            assert [(w.word, w.start, w.end) for w in result.words or []] == [
+                (w.word, w.start, w.end) for w in direct.words
+            ]
+            models = {m.id for m in client.models.list()}
+            assert "wav2vec2" in models
     finally:
         manager.close()
