@@ -14,6 +14,18 @@ from typing import Any
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
 )
+timings_var: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar(
+    "stts_timings", default=None
+)
+"""Milliseconds spent per stage of the current request, sent back as ``Server-Timing``."""
+
+
+def record_timing(stage: str, seconds: float) -> None:
+    """Add a stage's duration to the current request's Server-Timing (no-op outside one)."""
+    timings = timings_var.get()
+    if timings is not None:
+        timings[stage] = timings.get(stage, 0.0) + seconds * 1000.0
+
 
 _RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from fastapi import Request, UploadFile
 from stts.audio import DecodedAudio, RawFormat, decode_audio
 from stts.engines.base import CancelToken, TranscribeOptions
 from stts.errors import AudioTooLarge, Cancelled, InvalidRequest, SttsError
+from stts.logs import record_timing
 from stts.service import EngineManager, SlotKey
 from stts.transcript import Segment, Transcript
 
@@ -76,7 +78,11 @@ async def decode_upload(
     if not slot.has_room():
         raise slot.reject()
     limits = manager.settings.audio.limits()
-    return await asyncio.to_thread(decode_audio, data, raw=raw, limits=limits)
+    started = time.perf_counter()
+    try:
+        return await asyncio.to_thread(decode_audio, data, raw=raw, limits=limits)
+    finally:
+        record_timing("decode", time.perf_counter() - started)
 
 
 async def _wait_disconnect(request: Request) -> None:
@@ -121,7 +127,9 @@ async def run_transcription(
             await job
         logger.info("client disconnected; transcription on %s stopped", key[0])
         raise Cancelled("the client disconnected")
-    return Timed(job.result(), loop.time() - started)
+    seconds = loop.time() - started
+    record_timing("transcribe", seconds)
+    return Timed(job.result(), seconds)
 
 
 def sse_event(payload: dict[str, object]) -> str:

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from stts.api.responses import error_response
 from stts.config import Settings
 from stts.errors import InvalidRequest, RateLimited, ShuttingDown, Unauthorized
-from stts.logs import request_id_var
+from stts.logs import request_id_var, timings_var
 from stts.metrics import Metrics
 
 access_log = logging.getLogger("stts.access")
@@ -56,6 +56,8 @@ class RequestContext:
         incoming = _header(scope, b"x-request-id")
         request_id = incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        timings: dict[str, float] = {}
+        timings_token = timings_var.set(timings)
         started = time.perf_counter()
         status = 500
         engine = ""
@@ -69,6 +71,10 @@ class RequestContext:
                     if key == b"x-stt-engine":
                         engine = value.decode("latin-1")
                 headers.append((b"x-request-id", request_id.encode()))
+                if timings:  # stages done before the response starts, then the total so far
+                    timings["total"] = (time.perf_counter() - started) * 1000.0
+                    value = ", ".join(f"{k};dur={v:.1f}" for k, v in timings.items())
+                    headers.append((b"server-timing", value.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -100,6 +106,7 @@ class RequestContext:
                 },
             )
             request_id_var.reset(token)
+            timings_var.reset(timings_token)
 
 
 @dataclass
