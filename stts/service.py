@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
 import math
 import queue
@@ -54,6 +55,7 @@ from stts.errors import (
     UnknownEngine,
     UnknownModel,
 )
+from stts.logs import record_timing
 from stts.transcript import Transcript
 
 logger = logging.getLogger(__name__)
@@ -193,8 +195,13 @@ class EngineSlot:
         if full:
             raise self.reject()
         timing = [0.0]
+        # The worker runs in a copy of the caller's context: its log lines carry the
+        # request id, and its engine time lands in the request's Server-Timing.
+        context = contextvars.copy_context()
         try:
-            future = self._executor.submit(self._run, audio, options, on_segment, cancel, timing)
+            future = self._executor.submit(
+                context.run, self._run, audio, options, on_segment, cancel, timing
+            )
         except RuntimeError as exc:  # executor shut down
             self._release(0.0)
             raise ShuttingDown("the server is shutting down") from exc
@@ -235,6 +242,7 @@ class EngineSlot:
             raise TranscriptionFailed(f"engine {self.name!r} failed while transcribing") from exc
         finally:
             timing[0] = time.perf_counter() - started
+            record_timing("engine", timing[0])
 
     def stats(self) -> SlotStats:
         """Current state, for reporting."""

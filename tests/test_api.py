@@ -173,15 +173,16 @@ def test_legacy_v1_default_engine(server: LiveServer) -> None:
     body = r.json()
     assert JFK_PHRASE in normalize_text(body["text"])
     assert body["engine"] == "whisper" and body["fallback"] is False and body["time"] > 0
-    # Server-Timing splits the request: decoding, transcription (queue + engine), total
+    # Server-Timing splits the request: decoding, waiting for a worker, the engine, total
     stages = {
         name: float(dur.removeprefix("dur="))
         for name, dur in (part.strip().split(";") for part in r.headers["server-timing"].split(","))
     }
-    assert set(stages) == {"decode", "transcribe", "total"}
-    assert 0 < stages["decode"] < stages["transcribe"] < stages["total"]
-    assert stages["decode"] + stages["transcribe"] <= stages["total"]
-    assert stages["transcribe"] == pytest.approx(body["time"] * 1000, abs=1.0)
+    assert set(stages) == {"decode", "queue", "engine", "total"}
+    assert 0 < stages["decode"] < stages["engine"] < stages["total"]
+    assert 0 <= stages["queue"] < stages["engine"]
+    assert stages["decode"] + stages["queue"] + stages["engine"] <= stages["total"]
+    assert stages["queue"] + stages["engine"] == pytest.approx(body["time"] * 1000, abs=1.0)
 
 
 def test_legacy_engine_by_query_header_and_path(server: LiveServer) -> None:

@@ -15,7 +15,7 @@ from fastapi import Request, UploadFile
 from stts.audio import DecodedAudio, RawFormat, decode_audio
 from stts.engines.base import CancelToken, TranscribeOptions
 from stts.errors import AudioTooLarge, Cancelled, InvalidRequest, SttsError
-from stts.logs import record_timing
+from stts.logs import record_timing, timings_var
 from stts.service import EngineManager, SlotKey
 from stts.transcript import Segment, Transcript
 
@@ -128,7 +128,9 @@ async def run_transcription(
         logger.info("client disconnected; transcription on %s stopped", key[0])
         raise Cancelled("the client disconnected")
     seconds = loop.time() - started
-    record_timing("transcribe", seconds)
+    timings = timings_var.get()
+    if timings is not None:  # the worker recorded "engine"; the rest was waiting
+        timings["queue"] = max(0.0, seconds * 1000.0 - timings.get("engine", 0.0))
     return Timed(job.result(), seconds)
 
 
