@@ -263,3 +263,11 @@ def test_sigterm_drains_in_flight_requests_then_exits_zero(cache_dir: Path) -> N
     lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     assert lines and all("level" in entry for entry in lines)
     assert not any("Traceback" in line for line in stderr.splitlines())
+    # the drained request's access line: its id, status, engine and where its time went
+    (access,) = [
+        e for e in lines if e["logger"] == "stts.access" and e["path"] == "/v1/audio/transcriptions"
+    ]
+    assert access["status"] == 200 and access["engine"] == "whisper"
+    assert len(access["request_id"]) == 32
+    assert set(access["timings_ms"]) == {"decode", "queue", "engine"}
+    assert access["timings_ms"]["engine"] > access["timings_ms"]["decode"] > 0

@@ -103,6 +103,8 @@ class RequestContext:
                     "duration_ms": round(elapsed * 1000, 1),
                     "engine": engine or None,
                     "client": (scope.get("client") or ("", 0))[0],
+                    "timings_ms": {k: round(v, 1) for k, v in timings.items() if k != "total"}
+                    or None,
                 },
             )
             request_id_var.reset(token)
