@@ -90,6 +90,7 @@ class VoskSettings(EngineSettings):
     """Vosk (Kaldi); needs a model directory."""
 
     model_path: Path | None = None
+    language: str | None = Field(None, description="the model's language, e.g. 'en'")
     dither: bool = Field(
         False, description="Kaldi feature dithering (on: the same audio may give other words)"
     )

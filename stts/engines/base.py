@@ -45,7 +45,8 @@ class Capabilities:
     """What an engine can do, declared honestly."""
 
     languages: frozenset[str] | None = None
-    """Languages it recognises; ``None`` means many (multilingual model)."""
+    """Languages it recognises; ``None`` means many (multilingual model), an empty set
+    one language that the model defines and the operator has not named."""
     word_timestamps: bool = False
     translation: bool = False
     language_detection: bool = False
@@ -55,7 +56,11 @@ class Capabilities:
     def as_dict(self) -> dict[str, object]:
         """JSON-friendly view."""
         return {
-            "languages": sorted(self.languages) if self.languages is not None else "multilingual",
+            "languages": (
+                "multilingual"
+                if self.languages is None
+                else sorted(self.languages) or "one, set by the model"
+            ),
             "word_timestamps": self.word_timestamps,
             "translation": self.translation,
             "language_detection": self.language_detection,

@@ -114,8 +114,9 @@ class VoskEngine(Engine):
     @property
     def capabilities(self) -> Capabilities:
         """One language per model, word timings, no translation; recognisers per request."""
+        language = self.settings.vosk.language
         return Capabilities(
-            languages=None,
+            languages=frozenset({language}) if language else frozenset(),
             word_timestamps=True,
             translation=False,
             language_detection=False,
@@ -185,7 +186,7 @@ class VoskEngine(Engine):
             text=" ".join(s.text for s in segments),
             segments=tuple(segments),
             duration=round(len(audio) / 16_000, 3),
-            language=None,
+            language=self.settings.vosk.language,
             model=self.model,
         )
 

@@ -120,7 +120,7 @@ class Wav2Vec2Engine(Engine):
         """The model's one language, word timings from CTC frames, no translation."""
         language = self.settings.wav2vec2.language
         return Capabilities(
-            languages=frozenset({language}) if language else None,
+            languages=frozenset({language}) if language else frozenset(),
             word_timestamps=True,
             translation=False,
             language_detection=False,
