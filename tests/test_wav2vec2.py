@@ -215,6 +215,7 @@ def test_served_through_the_manager_with_eight_threads(model_dir: Path) -> None:
         report = engine_report(manager, "wav2vec2")
         assert report["available"] and not report["loaded"]
         assert report["capabilities"]["word_timestamps"] is True
+        assert report["capabilities"]["languages"] == "one, set by the model"  # none configured
         names = [
             "pocketsphinx__001.wav",
             "pocketsphinx__002.wav",
