@@ -264,3 +264,32 @@ def test_openai_client_picks_wav2vec2_and_gets_its_word_times(
             assert "wav2vec2" in models
     finally:
         manager.close()
+
+
+def test_exports_that_take_an_attention_mask_get_one(
+    model_dir: Path, engine: Wav2Vec2Engine, tmp_path: Path
+) -> None:
+    for name in ("vocab.json", "config.json", "tokenizer_config.json", "processor_config.json"):
+        (tmp_path / name).write_bytes((model_dir / name).read_bytes())
+    model = transformers.Wav2Vec2ForCTC.from_pretrained(model_dir).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, 16_000), torch.ones(1, 16_000, dtype=torch.long)),
+            str(tmp_path / "model.onnx"),
+            input_names=["input_values", "attention_mask"],
+            output_names=["logits"],
+            dynamic_axes={
+                "input_values": {1: "samples"},
+                "attention_mask": {1: "samples"},
+                "logits": {1: "frames"},
+            },
+            opset_version=17,
+            dynamo=False,
+        )
+    masked = Wav2Vec2Engine(Settings(wav2vec2={"model_path": tmp_path}))
+    masked.load()
+    assert masked._needs_mask  # the graph kept the input: without it, run() would fail
+    audio = _audio("deepspeech__LDC93S1.wav").samples
+    np.testing.assert_allclose(masked.logits(audio), engine.logits(audio), atol=1e-4)

@@ -76,6 +76,7 @@ class Wav2Vec2Engine(Engine):
         super().__init__(settings, model)
         self._session: Any = None
         self._input_name = "input_values"
+        self._needs_mask = False
         self._tokens: dict[int, str] = {}
         self._blank = 0
         self._delimiter = "|"
@@ -179,7 +180,10 @@ class Wav2Vec2Engine(Engine):
             )
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise EngineUnavailable(f"wav2vec2: the ONNX model failed to load: {exc}") from exc
-        self._input_name = self._session.get_inputs()[0].name
+        names = [i.name for i in self._session.get_inputs()]
+        self._input_name = names[0]
+        # exports of models trained with attention masks (large-lv60, XLS-R) take one too
+        self._needs_mask = "attention_mask" in names
 
     def transcribe(
         self,
@@ -215,7 +219,10 @@ class Wav2Vec2Engine(Engine):
         x = audio.astype(np.float32, copy=False)
         if self._normalize:  # as Wav2Vec2FeatureExtractor: zero mean, unit variance
             x = (x - x.mean()) / np.sqrt(x.var() + 1e-7)
-        out = self._session.run(None, {self._input_name: x[np.newaxis, :]})[0]
+        feeds = {self._input_name: x[np.newaxis, :]}
+        if self._needs_mask:
+            feeds["attention_mask"] = np.ones((1, len(x)), dtype=np.int64)
+        out = self._session.run(None, feeds)[0]
         return np.asarray(out[0], dtype=np.float32)
 
     def _windows(self, audio: AudioArray) -> list[tuple[int, int]]:
