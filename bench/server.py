@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -154,6 +155,7 @@ def main() -> None:
         rows,
     )
     overhead = (http_wall / raw_wall - 1) * 100
+    median_overhead = (statistics.median(http_walls) / statistics.median(raw_walls) - 1) * 100
     best = breakdowns[http_walls.index(http_wall)]
     parts = {
         "decode (PyAV + soxr)": best["decode"],
@@ -174,10 +176,13 @@ def main() -> None:
         f"1 engine worker, all cores to CTranslate2; {machine()}. Sequential rows: fastest of "
         f"{REPEATS} alternating passes per side (raw {', '.join(f'{w:.1f}' for w in raw_walls)} s; "
         f"HTTP {', '.join(f'{w:.1f}' for w in http_walls)} s).\n\n{table}\n\n"
-        f"Server overhead over raw faster-whisper (sequential): {overhead:+.1f} % "
+        f"Server overhead over raw faster-whisper (sequential): {overhead:+.1f} % fastest vs "
+        f"fastest pass, {median_overhead:+.1f} % median vs median pass "
         f"(median request latency {sorted(latencies)[len(latencies) // 2]:.2f} s).\n\n"
         f"Where the HTTP pass's time went (from the server's Server-Timing header):\n\n"
-        f"{breakdown}\n\nengine time in the server vs the raw pass: "
+        f"{breakdown}\n\neverything outside the engine: "
+        f"{(best['total'] - best['engine'] + best['client'] - best['total']) / raw_wall * 100:+.1f} % "
+        f"of the raw pass; engine time in the server vs the raw pass: "
         f"{(best['engine'] / raw_wall - 1) * 100:+.1f} % (the raw pass includes its own decoding).\n"
     )
     print(text)
@@ -190,6 +195,7 @@ def main() -> None:
                 "http_wall_s": http_wall,
                 "rows": rows,
                 "breakdown_s": parts,
+                "median_overhead_pct": median_overhead,
                 "raw_walls": raw_walls,
                 "http_walls": http_walls,
             },
