@@ -8,10 +8,12 @@ states whether one instance may be called from several threads at once
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from stts.errors import Cancelled
@@ -149,3 +151,20 @@ class Engine(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most engines need nothing
         """Free the model; the instance is not used afterwards."""
+
+
+def probe_model_dir(
+    module: str, extra: str, env: str, kind: str, path: Path | None, model: str
+) -> Availability | None:
+    """The checks every engine whose model is a directory the operator names shares.
+
+    Returns why the engine can't run (package missing, path unset, directory missing),
+    or None when those pass and the engine's own checks of the directory may follow.
+    """
+    if importlib.util.find_spec(module) is None:
+        return Availability(False, False, f"pip install 'stts[{extra}]'", model, ())
+    if path is None:
+        return Availability(True, False, f"set {env} to a {kind} directory", model, ())
+    if not path.is_dir():
+        return Availability(True, False, f"model directory not found: {path}", model, ())
+    return None

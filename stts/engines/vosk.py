@@ -14,7 +14,6 @@ transcripts repeatable without touching the operator's model directory.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ from stts.engines.base import (
     Engine,
     SegmentCallback,
     TranscribeOptions,
+    probe_model_dir,
 )
 from stts.errors import EngineUnavailable
 from stts.transcript import Segment, Transcript, Word
@@ -100,15 +100,11 @@ class VoskEngine(Engine):
     def probe(cls, settings: Settings) -> Availability:
         """Installed? model directory configured and present?"""
         model = cls.default_model(settings)
-        if importlib.util.find_spec("vosk") is None:
-            return Availability(False, False, "pip install 'stts[vosk]'", model, ())
-        path = settings.vosk.model_path
-        if path is None:
-            return Availability(
-                True, False, "set STTS_VOSK__MODEL_PATH to a Vosk model directory", model, ()
-            )
-        if not path.is_dir():
-            return Availability(True, False, f"model directory not found: {path}", model, ())
+        missing = probe_model_dir(
+            "vosk", "vosk", "STTS_VOSK__MODEL_PATH", "Vosk model", settings.vosk.model_path, model
+        )
+        if missing is not None:
+            return missing
         return Availability(True, True, "", model, (model,))
 
     @property

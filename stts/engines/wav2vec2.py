@@ -16,7 +16,6 @@ Runtime session is shared by every worker (``InferenceSession.run`` is thread-sa
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -32,6 +31,7 @@ from stts.engines.base import (
     Engine,
     SegmentCallback,
     TranscribeOptions,
+    probe_model_dir,
 )
 from stts.errors import EngineUnavailable
 from stts.transcript import Transcript, Word, segments_from_words
@@ -94,15 +94,13 @@ class Wav2Vec2Engine(Engine):
     def probe(cls, settings: Settings) -> Availability:
         """Installed? model directory with an ONNX file and a vocabulary?"""
         model = cls.default_model(settings)
-        if importlib.util.find_spec("onnxruntime") is None:
-            return Availability(False, False, "pip install 'stts[wav2vec2]'", model, ())
         path = settings.wav2vec2.model_path
-        if path is None:
-            return Availability(
-                True, False, "set STTS_WAV2VEC2__MODEL_PATH to a CTC model directory", model, ()
-            )
-        if not path.is_dir():
-            return Availability(True, False, f"model directory not found: {path}", model, ())
+        missing = probe_model_dir(
+            "onnxruntime", "wav2vec2", "STTS_WAV2VEC2__MODEL_PATH", "CTC model", path, model
+        )
+        if missing is not None:
+            return missing
+        assert path is not None
         if find_onnx(path) is None:
             return Availability(
                 True,
