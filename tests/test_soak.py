@@ -90,6 +90,7 @@ def test_fifty_concurrent_requests_get_only_200_or_503(
     assert proc.memory_info().rss - rss_before < 200 * 1024 * 1024
 
 
+@pytest.mark.timeout(900)  # 300 real Whisper requests: ~3 min alone, more on a busy machine
 def test_short_soak_rss_stays_flat(server_process: tuple[str, psutil.Process]) -> None:
     url, proc = server_process
     work = list(itertools.islice(itertools.cycle(_payloads()), 300))
