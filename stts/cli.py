@@ -224,7 +224,7 @@ def serve(
 ) -> None:
     """Run the HTTP server (OpenAI-compatible /v1 and the legacy /api routes)."""
 
-    from stts.api.app import create_app, server_config
+    from stts.api.app import create_app, limit_malloc_arenas, server_config
 
     try:
         settings = _load_settings(
@@ -234,6 +234,7 @@ def serve(
             engines=engines_opt,
             default_engine=default_engine,
         )
+        limit_malloc_arenas(settings.malloc_arena_max)  # before any worker thread exists
         application = create_app(settings)
     except SttsError as exc:
         _error(f"{exc.message}")

@@ -157,6 +157,12 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=default_cache_dir)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     json_logs: bool = Field(True, description="JSON lines on stderr (false: plain text)")
+    malloc_arena_max: int = Field(
+        2,
+        ge=0,
+        le=64,
+        description="glibc malloc arenas of `stts serve` (0: glibc's default of 8 per core)",
+    )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="accepted API keys, 'name:key' or 'key', comma-separated"
     )

@@ -271,3 +271,20 @@ def test_sigterm_drains_in_flight_requests_then_exits_zero(cache_dir: Path) -> N
     assert len(access["request_id"]) == 32
     assert set(access["timings_ms"]) == {"decode", "queue", "engine"}
     assert access["timings_ms"]["engine"] > access["timings_ms"]["decode"] > 0
+
+
+def test_malloc_arenas_are_capped_on_glibc_unless_the_environment_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stts.api.app import limit_malloc_arenas
+
+    assert limit_malloc_arenas(0) is False  # 0: leave glibc's default
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas(2) is False  # the operator's environment wins
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    import platform
+    import sys
+
+    expected = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert limit_malloc_arenas(2) is expected
+    assert Settings().malloc_arena_max == 2
