@@ -13,17 +13,11 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import resource
 import time
 
-from common import RESULTS, corpus, machine, markdown_table
+from common import RESULTS, corpus, embedded_base, machine, markdown_table, peak_rss_mb, raw_whisper
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))  # corpus passes per side; the fastest counts
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_stts(queue: mp.Queue) -> None:  # type: ignore[type-arg]
@@ -64,23 +58,17 @@ def run_stts(queue: mp.Queue) -> None:  # type: ignore[type-arg]
             "audio_s": audio_s,
             "wall_s": total,
             "wer": word_error_rate(refs, hyps),
-            "peak_rss_mb": _peak_rss_mb(),
+            "peak_rss_mb": peak_rss_mb(),
         }
     )
 
 
 def run_raw(queue: mp.Queue) -> None:  # type: ignore[type-arg]
-    from faster_whisper import WhisperModel
-
-    from stts.config import Settings
-    from stts.engines.whisper import EMBEDDED_MODELS, assemble_embedded_model
     from stts.evaluation import word_error_rate
 
-    path = assemble_embedded_model(EMBEDDED_MODELS["base"], Settings().cache_dir)
+    path = embedded_base()  # assembled before the clock starts: the timed part is the load
     t0 = time.perf_counter()
-    model = WhisperModel(
-        str(path), device="cpu", compute_type="int8", cpu_threads=os.cpu_count() or 1
-    )
+    model = raw_whisper(path)
     load = time.perf_counter() - t0
 
     def transcribe(p: str) -> tuple[str, float]:
@@ -111,7 +99,7 @@ def run_raw(queue: mp.Queue) -> None:  # type: ignore[type-arg]
             "audio_s": audio_s,
             "wall_s": total,
             "wer": word_error_rate(refs, hyps),
-            "peak_rss_mb": _peak_rss_mb(),
+            "peak_rss_mb": peak_rss_mb(),
         }
     )
 

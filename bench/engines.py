@@ -21,25 +21,13 @@ import contextlib
 import importlib.util
 import json
 import multiprocessing as mp
-import os
-import resource
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, corpus, machine, markdown_table
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS since exec (VmHWM; ru_maxrss would carry the parent's peak)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from common import RESULTS, corpus, machine, markdown_table, peak_rss_mb
 
 
 def measure(engine: str, overrides: dict[str, Any], queue: mp.Queue) -> None:  # type: ignore[type-arg]
@@ -83,33 +71,10 @@ def random_wav2vec2_base() -> Iterator[Path | None]:
     if not all(importlib.util.find_spec(m) for m in ("torch", "transformers", "onnx")):
         yield None
         return
-    import warnings
-
-    import torch
-    import transformers
+    from stts.testing import build_ctc_model
 
     with tempfile.TemporaryDirectory(prefix="stts-bench-w2v2-") as tmp:
-        out = Path(tmp)
-        vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4}
-        vocab |= {c: i + 5 for i, c in enumerate("ETAONISRHDLUMCWFGYPBVK'XJQZ")}
-        (out / "vocab.json").write_text(json.dumps(vocab))
-        config = transformers.Wav2Vec2Config(vocab_size=len(vocab), pad_token_id=0)
-        model = transformers.Wav2Vec2ForCTC(config).eval()  # the base architecture, 95 M
-        model.config.save_pretrained(out)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (torch.zeros(1, 16_000),),
-                str(out / "model.onnx"),
-                input_names=["input_values"],
-                output_names=["logits"],
-                dynamic_axes={"input_values": {1: "samples"}, "logits": {1: "frames"}},
-                opset_version=17,
-                dynamo=False,
-            )
-        del model
-        yield out
+        yield build_ctc_model(Path(tmp), tiny=False)
 
 
 def main() -> None:

@@ -11,15 +11,21 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
-import os
 import time
 
 import httpx
 import numpy as np
-from common import RESULTS, corpus, machine, markdown_table
-from server import free_port, post, start_server
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from common import (
+    RESULTS,
+    corpus,
+    free_port,
+    machine,
+    markdown_table,
+    post,
+    rates,
+    raw_whisper,
+    start_server,
+)
 
 
 def main() -> None:
@@ -30,15 +36,7 @@ def main() -> None:
     work = [items[i % len(items)] for i in range(args.requests)]
     audio_s = sum(i.duration for i in work)
 
-    from faster_whisper import WhisperModel
-
-    from stts.config import Settings
-    from stts.engines.whisper import EMBEDDED_MODELS, assemble_embedded_model
-
-    path = assemble_embedded_model(EMBEDDED_MODELS["base"], Settings().cache_dir)
-    model = WhisperModel(
-        str(path), device="cpu", compute_type="int8", cpu_threads=os.cpu_count() or 1
-    )
+    model = raw_whisper()
     lat = []
     t0 = time.perf_counter()
     for item in work:
@@ -47,17 +45,12 @@ def main() -> None:
         lat.append(time.perf_counter() - s)
     wall = time.perf_counter() - t0
     del model
-    rows = [
-        [
-            "raw faster-whisper (baseline)",
-            1,
-            len(work) / wall,
-            audio_s / wall,
-            *np.percentile(lat, [50, 95, 99]),
-            1.0,
-        ]
-    ]
     base_rps = len(work) / wall
+    rows = [
+        ["raw faster-whisper (baseline)", 1]
+        + rates(len(work), audio_s, wall)
+        + [*np.percentile(lat, [50, 95, 99]), 1.0]
+    ]
     plot: dict[str, list[tuple[int, float]]] = {}
     for label, env in (
         ("server, batching off", {}),
@@ -76,14 +69,9 @@ def main() -> None:
                         wall = time.perf_counter() - t0
                     rps = len(work) / wall
                     rows.append(
-                        [
-                            label,
-                            c,
-                            rps,
-                            audio_s / wall,
-                            *np.percentile(lat, [50, 95, 99]),
-                            rps / base_rps,
-                        ]
+                        [label, c]
+                        + rates(len(work), audio_s, wall)
+                        + [*np.percentile(lat, [50, 95, 99]), rps / base_rps]
                     )
                     plot.setdefault(label, []).append((c, rps))
         finally:

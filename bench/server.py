@@ -14,59 +14,29 @@ import concurrent.futures
 import json
 import os
 import statistics
-import subprocess
 import time
-from pathlib import Path
 
 import httpx
-from common import RESULTS, corpus, machine, markdown_table
+from common import (
+    RESULTS,
+    corpus,
+    free_port,
+    machine,
+    markdown_table,
+    post,
+    post_timed,
+    rates,
+    raw_whisper,
+    start_server,
+)
 
-from stts.testing import free_port, spawn_server
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 
 
-def start_server(port: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """A real ``stts serve`` on 127.0.0.1:port (warnings-only logs), once ready."""
-    return spawn_server(port, {"STTS_LOG_LEVEL": "warning", **(extra_env or {})}, stderr=None)
-
-
-def post(client: httpx.Client, url: str, path: Path) -> float:
-    return post_timed(client, url, path)[0]
-
-
-def post_timed(client: httpx.Client, url: str, path: Path) -> tuple[float, dict[str, float]]:
-    """Client wall seconds and the server's Server-Timing stages (ms)."""
-    t0 = time.perf_counter()
-    r = client.post(
-        url,
-        files={"file": (path.name, path.read_bytes())},
-        data={"model": "whisper-1", "language": "en"},
-        timeout=600,
-    )
-    wall = time.perf_counter() - t0
-    r.raise_for_status()
-    stages = {}
-    for part in r.headers.get("server-timing", "").split(","):
-        name, _, dur = part.strip().partition(";dur=")
-        if dur:
-            stages[name] = float(dur)
-    return wall, stages
-
-
 def main() -> None:
-    from faster_whisper import WhisperModel
-
-    from stts.config import Settings
-    from stts.engines.whisper import EMBEDDED_MODELS, assemble_embedded_model
-
     items = corpus()
     audio_s = sum(i.duration for i in items)
-    path = assemble_embedded_model(EMBEDDED_MODELS["base"], Settings().cache_dir)
-    model = WhisperModel(
-        str(path), device="cpu", compute_type="int8", cpu_threads=os.cpu_count() or 1
-    )
+    model = raw_whisper()
     list(model.transcribe(str(items[0].path), language="en")[0])  # warm-up
 
     def raw_pass() -> float:
@@ -102,24 +72,14 @@ def main() -> None:
                 breakdowns.append(stages)
         raw_wall, http_wall = min(raw_walls), min(http_walls)
         rows.append(
-            [
-                "raw faster-whisper, in-process, sequential",
-                1,
-                raw_wall,
-                len(items) / raw_wall,
-                audio_s / raw_wall,
-                1.0,
-            ]
+            ["raw faster-whisper, in-process, sequential", 1, raw_wall]
+            + rates(len(items), audio_s, raw_wall)
+            + [1.0]
         )
         rows.append(
-            [
-                "stts server over HTTP, sequential",
-                1,
-                http_wall,
-                len(items) / http_wall,
-                audio_s / http_wall,
-                http_wall / raw_wall,
-            ]
+            ["stts server over HTTP, sequential", 1, http_wall]
+            + rates(len(items), audio_s, http_wall)
+            + [http_wall / raw_wall]
         )
         for concurrency in (2, 4):
             work = [i.path for i in items] * concurrency
@@ -131,14 +91,9 @@ def main() -> None:
                 list(pool.map(lambda p: post(client, url, p), work))
                 wall = time.perf_counter() - t0
             rows.append(
-                [
-                    f"stts server over HTTP, concurrency {concurrency}",
-                    concurrency,
-                    wall,
-                    len(work) / wall,
-                    audio_s * concurrency / wall,
-                    (wall / concurrency) / raw_wall,
-                ]
+                [f"stts server over HTTP, concurrency {concurrency}", concurrency, wall]
+                + rates(len(work), audio_s * concurrency, wall)
+                + [(wall / concurrency) / raw_wall]
             )
     finally:
         server.terminate()

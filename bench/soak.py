@@ -24,8 +24,7 @@ import time
 import httpx
 import numpy as np
 import psutil
-from common import CORPUS, RESULTS, machine
-from server import free_port, start_server
+from common import CORPUS, RESULTS, free_port, machine, start_server
 
 GOOD = [
     "deepspeech__LDC93S1_pcms16le_1_8000.wav",  # 8 kHz

@@ -279,6 +279,10 @@ class EngineManager:
         self._slots_lock = threading.Lock()
         self._closed = False
         self._observers: list[Callable[[Transcript, float], None]] = []
+        # Choices already accepted by resolve(). Only accepted ones are kept, so the dict is
+        # bounded by the engines' model lists, and the per-request path skips the engines'
+        # model discovery (package lookups, directory checks), which can't change the answer.
+        self._resolved: dict[tuple[str | None, str | None], SlotKey] = {}
         for name in settings.engines:
             get_engine_class(name)  # fail fast on a typo in the config
 
@@ -314,6 +318,9 @@ class EngineManager:
 
     def resolve(self, engine: str | None, model: str | None = None) -> SlotKey:
         """Validate an engine/model choice from a request, without loading anything."""
+        key = self._resolved.get((engine, model))
+        if key is not None:
+            return key
         name = engine or self.default_engine
         if name not in self.settings.engines:
             if name in engine_names():
@@ -330,7 +337,8 @@ class EngineManager:
             self.settings
         ) and chosen != engine_cls.default_model(self.settings):
             raise UnknownModel(f"engine {name!r} has no model {chosen!r}")
-        return (name, chosen)
+        key = self._resolved[(engine, model)] = (name, chosen)
+        return key
 
     def slot(self, key: SlotKey) -> EngineSlot:
         """The slot for a resolved key, created (not loaded) on first use."""

@@ -62,6 +62,29 @@ def test_unknown_engine_and_model_are_refused_without_loading(tmp_path) -> None:
     assert mgr.loaded_slots() == []
 
 
+def test_accepted_choices_skip_model_discovery_rejected_ones_do_not(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """resolve() runs on every request; model discovery (package lookups) runs once per
+    accepted choice, while a refused choice is checked (and refused) every time."""
+    mgr = _manager(tmp_path)
+    calls = []
+    real = SlowEngine.known_models.__func__  # type: ignore[attr-defined]
+
+    def counting(cls, settings):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(cls, settings)
+
+    monkeypatch.setattr(SlowEngine, "known_models", classmethod(counting))
+    keys = {mgr.resolve(None) for _ in range(50)} | {mgr.resolve("fault-slow") for _ in range(50)}
+    assert keys == {("fault-slow", SlowEngine.default_model(mgr.settings))}
+    assert len(calls) == 2  # once for "no engine named", once for "fault-slow"
+    for _ in range(3):
+        with pytest.raises(UnknownModel):
+            mgr.resolve("fault-slow", "/etc/passwd")
+    assert len(calls) == 5
+
+
 def test_fallback_answers_and_says_so(tmp_path) -> None:  # type: ignore[no-untyped-def]
     SlowEngine.delay = 0.0
     mgr = _manager(tmp_path, fallback=["fault-slow"])

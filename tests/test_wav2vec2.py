@@ -11,8 +11,6 @@ runtime path: normalisation, the ONNX session, CTC collapsing, word splitting, t
 from __future__ import annotations
 
 import concurrent.futures
-import json
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from stts.engines.base import CancelToken, TranscribeOptions
 from stts.engines.wav2vec2 import Wav2Vec2Engine
 from stts.errors import Cancelled, EngineUnavailable
 from stts.service import EngineManager, engine_report
+from stts.testing import build_ctc_model, export_ctc_onnx
 from tests.conftest import LiveServer, corpus_file, requires_corpus
 
 torch = pytest.importorskip("torch")
@@ -33,7 +32,6 @@ transformers = pytest.importorskip("transformers")
 
 pytestmark = [requires_corpus]
 
-CHARS = "ETAONISRHDLUMCWFGYPBVK'XJQZ"
 FILES = [
     "openai-whisper__jfk.flac",
     "deepspeech__LDC93S1_pcms16le_2_44100.wav",
@@ -44,50 +42,7 @@ FILES = [
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Wav2Vec2ForCTC saved with its processor and exported to model.onnx."""
-    out = tmp_path_factory.mktemp("wav2vec2-tiny")
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4}
-    vocab |= {c: i + 5 for i, c in enumerate(CHARS)}
-    (out / "vocab.json").write_text(json.dumps(vocab))
-    tokenizer = transformers.Wav2Vec2CTCTokenizer(str(out / "vocab.json"), word_delimiter_token="|")
-    extractor = transformers.Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True
-    )
-    transformers.Wav2Vec2Processor(
-        feature_extractor=extractor, tokenizer=tokenizer
-    ).save_pretrained(out)
-    config = transformers.Wav2Vec2Config(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        conv_dim=(16,) * 7,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-        pad_token_id=0,
-    )
-    torch.manual_seed(0)
-    model = transformers.Wav2Vec2ForCTC(config).eval()
-    with torch.no_grad():
-        # Shape the random head like a trained one: decisive logits (clear arg-max margins),
-        # never <s>, </s> or <unk>, and a word delimiter often enough to make words.
-        model.lm_head.weight.mul_(10.0)
-        model.lm_head.bias[1:4] = -100.0
-        model.lm_head.bias[4] = 1.0
-    model.save_pretrained(out)
-    with warnings.catch_warnings():  # the TorchScript exporter warns about its own future
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (torch.zeros(1, 16_000),),
-            str(out / "model.onnx"),
-            input_names=["input_values"],
-            output_names=["logits"],
-            dynamic_axes={"input_values": {1: "samples"}, "logits": {1: "frames"}},
-            opset_version=17,
-            dynamo=False,
-        )
-    return out
+    return build_ctc_model(tmp_path_factory.mktemp("wav2vec2-tiny"), tiny=True)
 
 
 @pytest.fixture(scope="module")
@@ -272,22 +227,7 @@ def test_exports_that_take_an_attention_mask_get_one(
     for name in ("vocab.json", "config.json", "tokenizer_config.json", "processor_config.json"):
         (tmp_path / name).write_bytes((model_dir / name).read_bytes())
     model = transformers.Wav2Vec2ForCTC.from_pretrained(model_dir).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (torch.zeros(1, 16_000), torch.ones(1, 16_000, dtype=torch.long)),
-            str(tmp_path / "model.onnx"),
-            input_names=["input_values", "attention_mask"],
-            output_names=["logits"],
-            dynamic_axes={
-                "input_values": {1: "samples"},
-                "attention_mask": {1: "samples"},
-                "logits": {1: "frames"},
-            },
-            opset_version=17,
-            dynamo=False,
-        )
+    export_ctc_onnx(model, tmp_path / "model.onnx", attention_mask=True)
     masked = Wav2Vec2Engine(Settings(wav2vec2={"model_path": tmp_path}))
     masked.load()
     assert masked._needs_mask  # the graph kept the input: without it, run() would fail
