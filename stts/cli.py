@@ -51,9 +51,21 @@ def _error(message: str) -> None:
 
 
 def _load_settings(config: Path | None, **overrides: object):  # type: ignore[no-untyped-def]
-    from stts.config import Settings
+    """Settings, with pydantic's validation report turned into one readable ConfigError."""
+    from pydantic import ValidationError
 
-    return Settings.load(config, **overrides)
+    from stts.config import Settings
+    from stts.errors import ConfigError
+
+    try:
+        return Settings.load(config, **overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
 
 
 @app.command()
@@ -220,6 +232,14 @@ def serve(
     default_engine: Annotated[
         str | None, typer.Option(help="engine used when a request names none")
     ] = None,
+    wyoming: Annotated[
+        str | None,
+        typer.Option(
+            "--wyoming",
+            help="also serve the Wyoming protocol (Home Assistant) at tcp://host:port "
+            "or unix:///path",
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Run the HTTP server (OpenAI-compatible /v1 and the legacy /api routes)."""
@@ -233,6 +253,7 @@ def serve(
             port=port,
             engines=engines_opt,
             default_engine=default_engine,
+            wyoming_uri=wyoming,
         )
         limit_malloc_arenas(settings.malloc_arena_max)  # before any worker thread exists
         application = create_app(settings)

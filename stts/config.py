@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -172,6 +173,11 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="addresses/CIDRs whose X-Forwarded-For is believed"
     )
+    wyoming_uri: str | None = Field(
+        None,
+        description="also serve the Wyoming protocol (Home Assistant) on tcp://host:port "
+        "or unix:///path; needs the wyoming extra",
+    )
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
     audio: AudioSettings = Field(default_factory=AudioSettings)
@@ -186,6 +192,23 @@ class Settings(BaseSettings):
     _split = field_validator("engines", "fallback", "api_keys", "trusted_proxies", mode="before")(
         _split_commas
     )
+
+    @field_validator("wyoming_uri")
+    @classmethod
+    def _wyoming_uri(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parsed = urlsplit(value)
+        if parsed.scheme == "tcp":
+            try:
+                port = parsed.port
+            except ValueError as exc:
+                raise ValueError(f"bad port in {value!r}") from exc
+            if not parsed.hostname or port is None:
+                raise ValueError("tcp:// needs a host and a port, e.g. tcp://0.0.0.0:10300")
+        elif parsed.scheme != "unix" or not parsed.path:
+            raise ValueError("must be tcp://host:port or unix:///path/to/socket")
+        return value
 
     @classmethod
     def settings_customise_sources(

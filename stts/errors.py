@@ -23,7 +23,8 @@ knows about HTTP::
     ├── RateLimited                   429 rate_limited         (has retry_after)
     ├── Unauthorized                  401 invalid_api_key
     ├── ShuttingDown                  503 shutting_down
-    └── Cancelled                     499 cancelled            (the caller went away)
+    ├── Cancelled                     499 cancelled            (the caller went away)
+    └── ConfigError                   500 config_error         (start-up: a setting is unusable)
 
 Messages are written for the caller: they never contain stack traces or
 server-side file paths.
@@ -179,3 +180,11 @@ class Cancelled(SttsError):
     status_code = 499
     error_type = "server_error"
     code = "cancelled"
+
+
+class ConfigError(SttsError):
+    """A setting can't be used as given (checked at start-up, never per request)."""
+
+    status_code = 500
+    error_type = "server_error"
+    code = "config_error"

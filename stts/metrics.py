@@ -101,7 +101,17 @@ class Metrics:
             buckets=(0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5),
             registry=self.registry,
         )
+        self.wyoming = Counter(
+            "stts_wyoming_requests",
+            "Wyoming utterances answered, by result (ok or the error code)",
+            ["result"],
+            registry=self.registry,
+        )
         manager.add_observer(self.observe_transcript)
+
+    def observe_wyoming(self, result: str) -> None:
+        """Called by the Wyoming face once per answered utterance (or broken connection)."""
+        self.wyoming.labels(result).inc()
 
     def observe_transcript(self, transcript: Transcript, elapsed_s: float) -> None:
         """Called by the EngineManager after each successful transcription."""

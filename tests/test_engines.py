@@ -8,7 +8,9 @@ import re
 import pytest
 
 from stts.audio import RawFormat, decode_audio
+from stts.config import Settings
 from stts.engines.base import TranscribeOptions
+from stts.engines.pocketsphinx import PocketSphinxEngine
 from stts.evaluation import normalize_text, word_error_rate
 from stts.service import EngineManager
 from tests.conftest import CORPUS_ITEMS, corpus_file, requires_corpus
@@ -79,6 +81,23 @@ def test_pocketsphinx_hears_go_forward_ten_meters(manager: EngineManager) -> Non
     result = manager.transcribe(audio, engine="pocketsphinx")
     assert normalize_text(result.text) == "go forward ten meters"
     assert [w.word for w in result.words] == ["go", "forward", "ten", "meters"]
+
+
+def test_pocketsphinx_answer_does_not_depend_on_earlier_requests(settings: Settings) -> None:
+    """One decoder serves many requests in turn: the same audio must give the same words
+    whatever that decoder decoded before (its feature front end used to carry state)."""
+    engine = PocketSphinxEngine(settings)
+    engine.load()
+    options = TranscribeOptions(language="en")
+    jfk = decode_audio(corpus_file("openai-whisper__jfk.flac")).samples
+    other = decode_audio(corpus_file("deepspeech__LDC93S1_pcms16le_2_44100.wav")).samples
+    first = engine.transcribe(jfk, options).text
+    again = engine.transcribe(jfk, options).text
+    engine.transcribe(other, options)
+    after_other = engine.transcribe(jfk, options).text
+    fresh = PocketSphinxEngine(settings)
+    fresh.load()
+    assert [again, after_other, fresh.transcribe(jfk, options).text] == [first] * 3
 
 
 @pytest.mark.parametrize("engine", ["whisper", "pocketsphinx"])

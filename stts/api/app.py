@@ -119,9 +119,14 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
         if settings.preload:
             # Load in the background: /health answers at once, /ready flips when loaded.
             preload = asyncio.ensure_future(asyncio.to_thread(mgr.preload))
+        wyoming = app.state.wyoming
+        if wyoming is not None:
+            await wyoming.start()
         try:
             yield
         finally:
+            if wyoming is not None:
+                await wyoming.stop()
             if preload is not None and not preload.done():
                 await asyncio.wait({preload}, timeout=settings.shutdown_grace_s)
             if owns_manager:
@@ -137,6 +142,14 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
     app.state.settings = settings
     app.state.draining = False  # set by `stts serve` on SIGTERM: new requests get 503
     app.state.metrics = metrics = Metrics(mgr)
+    app.state.wyoming = None
+    if settings.wyoming_uri:
+        from stts.wyoming import WyomingServer
+
+        # Same event loop, same manager: one loaded model serves both protocols.
+        app.state.wyoming = WyomingServer(
+            settings.wyoming_uri, mgr, settings.audio.limits(), metrics.observe_wyoming
+        )
 
     @app.exception_handler(SttsError)
     async def _stts_error(request: Request, exc: SttsError) -> JSONResponse:

@@ -129,6 +129,10 @@ class PocketSphinxEngine(Engine):
 
     def _decode_window(self, pcm: np.ndarray[Any, Any], offset: float) -> list[Word]:
         decoder = self._decoder
+        # The feature front end keeps state from the previous utterance (found by the
+        # Wyoming test: the same audio twice on one decoder gave two transcripts). Reset it,
+        # so an answer never depends on what this worker heard before (0.1 ms).
+        decoder.reinit_feat()
         decoder.start_utt()
         try:
             decoder.process_raw(pcm.tobytes(), False, True)

@@ -1,0 +1,420 @@
+"""The Wyoming protocol face: Home Assistant's voice pipeline talks to stts directly.
+
+`Wyoming <https://github.com/OHF-Voice/wyoming>`_ is a small event protocol (a JSON line,
+optional JSON data, optional binary payload per event). An ASR service answers:
+
+- ``describe`` with ``info``: one ASR program, ``stts``, whose models are the same ids as
+  ``/v1/models`` (``whisper``, ``whisper:base``, ``pocketsphinx``, ...), each with its
+  languages;
+- ``transcribe`` (optional model ``name`` and ``language``), then ``audio-start``,
+  ``audio-chunk``... , ``audio-stop`` with ``transcript``, or with ``error`` when the
+  audio or the request is bad, the queue is full, or every engine failed. The connection
+  stays open for the next utterance either way.
+
+The PCM that the chunks carry (any rate, 16- or 32-bit, any channel count) goes through
+the same edge as every HTTP request: :func:`stts.audio.decode_audio` turns it into 16 kHz
+mono float32 once, then the shared :class:`~stts.service.EngineManager` schedules it with
+the same queues, deadlines and fallback. Memory per connection is bounded: events are read
+with limits on their data and payload (the ``wyoming`` package's own reader has none), and
+an utterance longer than ``audio.max_duration_s`` or ``audio.max_bytes`` is refused.
+
+It runs on the HTTP server's event loop when ``wyoming_uri`` is set
+(``stts serve --wyoming tcp://0.0.0.0:10300``), so both faces share one loaded model.
+Needs the ``wyoming`` extra: ``pip install 'stts[wyoming]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from stts import __version__
+from stts.audio import AudioLimits, RawFormat, decode_audio
+from stts.engines.base import TranscribeOptions
+from stts.engines.registry import get_engine_class
+from stts.errors import (
+    AudioTooLong,
+    ConfigError,
+    EmptyAudio,
+    InvalidRequest,
+    SttsError,
+    UnsupportedAudio,
+)
+from stts.logs import request_id_var
+from stts.service import EngineManager, SlotKey
+
+if TYPE_CHECKING:
+    from wyoming.event import Event
+
+logger = logging.getLogger(__name__)
+
+MAX_DATA_BYTES = 64 * 1024
+"""Largest JSON data block accepted in one event (a transcribe or info is a few hundred)."""
+MAX_CHUNK_BYTES = 4 * 1024 * 1024
+"""Largest payload of one event (Home Assistant sends 1024-sample chunks: 2 KiB)."""
+_ENCODINGS = {2: "s16le", 4: "s32le"}
+_UPSTREAM = {  # engine -> (who made it, where it's from), for the info event's attribution
+    "whisper": ("OpenAI Whisper, via faster-whisper", "https://github.com/SYSTRAN/faster-whisper"),
+    "pocketsphinx": ("CMU PocketSphinx", "https://github.com/cmusphinx/pocketsphinx"),
+    "vosk": ("Alpha Cephei Vosk", "https://alphacephei.com/vosk"),
+    "wav2vec2": ("wav2vec 2.0 CTC, via ONNX Runtime", "https://onnxruntime.ai"),
+}  # Wyoming's width in bytes -> stts.audio's encoding
+
+
+def available() -> bool:
+    """True when the ``wyoming`` package is installed."""
+    return importlib.util.find_spec("wyoming") is not None
+
+
+class ProtocolError(InvalidRequest):
+    """The peer broke the Wyoming protocol (oversized or malformed event)."""
+
+    code = "protocol_error"
+
+
+@dataclass
+class _Utterance:
+    """What one transcribe ... audio-stop exchange has gathered so far."""
+
+    key: SlotKey | None = None
+    language: str | None = None
+    fmt: RawFormat | None = None
+    width: int = 2
+    pcm: bytearray = field(default_factory=bytearray)
+    refused: SttsError | None = None  # set once; later chunks are dropped, stop answers it
+
+
+def wyoming_languages(manager: EngineManager, name: str) -> list[str]:
+    """Languages to advertise for an engine: its declared set, or Whisper's full list."""
+    engine_cls = get_engine_class(name)
+    caps = engine_cls(manager.settings).capabilities  # class defaults: nothing is loaded
+    if caps.languages is not None:
+        return sorted(caps.languages)
+    if name == "whisper":
+        try:
+            from faster_whisper.tokenizer import _LANGUAGE_CODES
+        except ImportError:  # not installed, or the private list moved
+            return []
+        return list(_LANGUAGE_CODES)
+    return []
+
+
+def build_info(manager: EngineManager) -> Any:
+    """The ``info`` event's content: one ASR program with every servable model."""
+    from wyoming.info import AsrModel, AsrProgram, Attribution, Info
+
+    from stts.api.openai import model_ids
+
+    models = []
+    for model_id in model_ids(manager):
+        engine = model_id.partition(":")[0]
+        if engine not in manager.enabled:  # whisper-1 is the HTTP API's alias only
+            continue
+        models.append(
+            AsrModel(
+                name=model_id,
+                attribution=Attribution(*_UPSTREAM.get(engine, (engine, ""))),
+                installed=True,
+                description=f"stts engine {engine}",
+                version=None,
+                languages=wyoming_languages(manager, engine),
+            )
+        )
+    program = AsrProgram(
+        name="stts",
+        attribution=Attribution(name="stts", url=""),
+        installed=True,
+        description="stts: offline speech-to-text",
+        version=__version__,
+        models=models,
+        supports_transcript_streaming=False,
+    )
+    return Info(asr=[program])
+
+
+async def read_event(reader: asyncio.StreamReader) -> Event | None:
+    """One event, with bounds on every part; None at end of stream.
+
+    The same wire format as ``wyoming.event.async_read_event``, which would read whatever
+    length a header declares; here a declared length over the limit is refused before a
+    byte of it is read.
+    """
+    from wyoming.event import Event
+
+    try:
+        line = await reader.readline()  # bounded by the StreamReader's limit (64 KiB)
+    except ValueError as exc:  # LimitOverrunError: a header line without an end
+        raise ProtocolError("event header line too long") from exc
+    if not line:
+        return None
+    try:
+        header = json.loads(line)
+        kind = header["type"]
+        data = header.get("data") or {}
+        data_length = int(header.get("data_length") or 0)
+        payload_length = int(header.get("payload_length") or 0)
+        if not isinstance(kind, str) or not isinstance(data, dict):
+            raise TypeError("type must be a string and data an object")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ProtocolError(f"malformed event header: {exc}") from exc
+    if not 0 <= data_length <= MAX_DATA_BYTES:
+        raise ProtocolError(f"event data of {data_length} bytes (limit {MAX_DATA_BYTES})")
+    if not 0 <= payload_length <= MAX_CHUNK_BYTES:
+        raise ProtocolError(f"event payload of {payload_length} bytes (limit {MAX_CHUNK_BYTES})")
+    try:
+        if data_length:
+            extra = json.loads(await reader.readexactly(data_length))
+            if not isinstance(extra, dict):
+                raise ProtocolError("event data must be a JSON object")
+            data.update(extra)
+        payload = await reader.readexactly(payload_length) if payload_length else None
+    except asyncio.IncompleteReadError:
+        return None  # the peer went away mid-event
+    except ValueError as exc:
+        raise ProtocolError(f"malformed event data: {exc}") from exc
+    return Event(type=kind, data=data, payload=payload)
+
+
+class WyomingSession:
+    """One client connection: reads events, answers them, keeps the connection open."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        manager: EngineManager,
+        info: Any,
+        limits: AudioLimits,
+        on_result: Callable[[str], None] | None = None,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.manager = manager
+        self.info = info
+        self.on_result = on_result or (lambda status: None)
+        self.utterance = _Utterance()
+        self.limits = limits
+
+    async def run(self) -> None:
+        """Serve until the peer closes, breaks the protocol, or the server stops."""
+        try:
+            while True:
+                try:
+                    event = await read_event(self.reader)
+                except ProtocolError as exc:
+                    self.on_result(exc.code)
+                    await self._send_error(exc)
+                    return
+                if event is None:
+                    return
+                await self.handle(event)
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the peer hung up, or the server is shutting down
+        finally:
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await self.writer.wait_closed()
+
+    async def handle(self, event: Event) -> None:
+        """Answer one event. Unknown event types are ignored, as the protocol asks."""
+        from wyoming.asr import Transcribe
+        from wyoming.audio import AudioChunk, AudioStart, AudioStop
+        from wyoming.info import Describe
+
+        if Describe.is_type(event.type):
+            await self._write(self.info.event())
+        elif Transcribe.is_type(event.type):
+            self._start_utterance(Transcribe.from_event(event))
+        elif AudioStart.is_type(event.type):
+            start = AudioStart.from_event(event)
+            self._set_format(start.rate, start.width, start.channels)
+            self.utterance.pcm.clear()
+        elif AudioChunk.is_type(event.type):
+            chunk = AudioChunk.from_event(event)
+            if self.utterance.fmt is None:  # audio-start is optional: the chunk says it too
+                self._set_format(chunk.rate, chunk.width, chunk.channels)
+            self._add(chunk.audio)
+        elif AudioStop.is_type(event.type):
+            await self._finish()
+
+    def _start_utterance(self, request: Any) -> None:
+        self.utterance = _Utterance(language=_base_language(request.language))
+        if request.name:
+            try:
+                from stts.api.openai import resolve_model
+
+                self.utterance.key = resolve_model(self.manager, request.name)
+            except SttsError as exc:
+                self.utterance.refused = exc
+
+    def _set_format(self, rate: int, width: int, channels: int) -> None:
+        utt = self.utterance
+        if utt.refused is not None:
+            return
+        try:
+            if width not in _ENCODINGS:
+                raise UnsupportedAudio(
+                    f"{width * 8}-bit PCM is not supported; send 16- or 32-bit samples"
+                )
+            utt.fmt = RawFormat(sample_rate=rate, channels=channels, encoding=_ENCODINGS[width])  # type: ignore[arg-type]
+            utt.width = width
+        except SttsError as exc:
+            utt.refused = exc
+
+    def _add(self, audio: bytes) -> None:
+        utt = self.utterance
+        if utt.refused is not None or utt.fmt is None:
+            return
+        utt.pcm += audio
+        seconds = len(utt.pcm) / (utt.width * utt.fmt.channels * utt.fmt.sample_rate)
+        if len(utt.pcm) > self.limits.max_bytes or seconds > self.limits.max_duration_s:
+            utt.refused = AudioTooLong(
+                f"the audio is longer than the limit of {self.limits.max_duration_s:g} s "
+                f"or {self.limits.max_bytes} bytes"
+            )
+            utt.pcm = bytearray()  # give the memory back now, not at audio-stop
+
+    async def _finish(self) -> None:
+        # A transcribe event's model and language hold for one utterance, as in
+        # wyoming-faster-whisper: Home Assistant sends one before every utterance.
+        utt, self.utterance = self.utterance, _Utterance()
+        token = request_id_var.set(uuid.uuid4().hex[:16])  # log lines carry it, engine's too
+        try:
+            await self._answer(utt)
+        finally:
+            request_id_var.reset(token)
+
+    async def _answer(self, utt: _Utterance) -> None:
+        from wyoming.asr import Transcript
+
+        started = time.perf_counter()
+        try:
+            if utt.refused is not None:
+                raise utt.refused
+            if utt.fmt is None or not utt.pcm:
+                raise EmptyAudio("no audio between audio-start and audio-stop")
+            audio = decode_audio(bytes(utt.pcm), raw=utt.fmt, limits=self.limits)
+            utt.pcm.clear()
+            engine, model = utt.key if utt.key else (None, None)
+            result = await self.manager.transcribe_async(
+                audio,
+                engine=engine,
+                model=model,
+                options=TranscribeOptions(language=utt.language),
+            )
+        except SttsError as exc:
+            logger.info("wyoming transcription refused: %s (%s)", exc.message, exc.code)
+            self.on_result(exc.code)
+            await self._send_error(exc)
+            return
+        except Exception:  # a bug: log it, answer, keep the server up
+            logger.exception("wyoming transcription failed")
+            self.on_result("internal_error")
+            await self._send_error(SttsError("internal error"))
+            return
+        logger.info(
+            "wyoming transcript: %.2f s of audio in %.2f s by %s:%s",
+            audio.duration,
+            time.perf_counter() - started,
+            result.engine,
+            result.model,
+        )
+        self.on_result("ok")
+        await self._write(Transcript(text=result.text, language=result.language).event())
+
+    async def _send_error(self, exc: SttsError) -> None:
+        from wyoming.error import Error
+
+        with contextlib.suppress(ConnectionError):
+            await self._write(Error(text=exc.message, code=exc.code).event())
+
+    async def _write(self, event: Event) -> None:
+        from wyoming.event import async_write_event
+
+        await async_write_event(event, self.writer)
+
+
+def _base_language(language: str | None) -> str | None:
+    """``en-US`` / ``en_US`` -> ``en``: Home Assistant may send a locale."""
+    if not language:
+        return None
+    return language.replace("_", "-").split("-")[0].lower() or None
+
+
+class WyomingServer:
+    """The listener: one :class:`WyomingSession` task per connection."""
+
+    def __init__(
+        self,
+        uri: str,
+        manager: EngineManager,
+        limits: AudioLimits | None = None,
+        on_result: Callable[[str], None] | None = None,
+    ) -> None:
+        if not available():
+            raise ConfigError(
+                "wyoming_uri is set but the wyoming package is missing: pip install 'stts[wyoming]'"
+            )
+        self.uri = uri
+        self._address = urlsplit(uri)  # checked by Settings: tcp://host:port or unix:///path
+        self.manager = manager
+        self.limits = limits or manager.settings.audio.limits()
+        self.on_result = on_result
+        self._server: asyncio.Server | None = None
+        self._sessions: set[asyncio.Task[Any]] = set()
+        self._info: Any = None
+
+    @property
+    def port(self) -> int | None:
+        """The bound TCP port (useful with port 0), or None for a Unix socket."""
+        if self._server is None or not self._server.sockets:
+            return None
+        address = self._server.sockets[0].getsockname()
+        return int(address[1]) if isinstance(address, tuple) else None
+
+    async def start(self) -> None:
+        """Bind and start accepting; returns at once."""
+        self._info = build_info(self.manager)
+        if self._address.scheme == "tcp":
+            self._server = await asyncio.start_server(
+                self._accept, host=self._address.hostname, port=self._address.port
+            )
+        else:
+            self._server = await asyncio.start_unix_server(self._accept, path=self._address.path)
+        logger.info("wyoming listening on %s", self.uri)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = WyomingSession(
+            reader, writer, self.manager, self._info, self.limits, self.on_result
+        )
+        task = asyncio.current_task()
+        if task is not None:
+            self._sessions.add(task)
+        try:
+            await session.run()
+        finally:
+            if task is not None:
+                self._sessions.discard(task)
+
+    async def stop(self) -> None:
+        """Stop accepting, end open sessions (a transcription in flight is cancelled) and
+        remove the Unix socket file."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._sessions):
+            task.cancel()
+        if self._sessions:
+            await asyncio.wait(self._sessions, timeout=5)
+        if self._address.scheme == "unix":
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._address.path)

@@ -1,0 +1,274 @@
+"""The Wyoming face, end to end: a real server on loopback, the real ``wyoming`` client
+library (what Home Assistant uses), real models, real corpus audio sent as PCM chunks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from stts.audio import RawFormat, decode_audio
+from stts.config import Settings
+from stts.engines.base import TranscribeOptions
+from stts.evaluation import word_error_rate
+from stts.service import EngineManager
+from stts.testing import free_port
+from tests.conftest import CORPUS_ITEMS, LiveServer, corpus_file, requires_corpus
+
+pytest.importorskip("wyoming")
+from wyoming.asr import Transcribe, Transcript
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.client import AsyncTcpClient, AsyncUnixClient
+from wyoming.error import Error
+from wyoming.event import Event
+from wyoming.info import Describe, Info
+
+pytestmark = [requires_corpus]
+
+STEREO_44K = "deepspeech__LDC93S1_pcms16le_2_44100.wav"
+JFK = "openai-whisper__jfk.flac"
+
+
+@pytest.fixture(scope="module")
+def live(settings: Settings, manager: EngineManager) -> Iterator[tuple[LiveServer, int]]:
+    port = free_port()
+    wy_settings = settings.model_copy(update={"wyoming_uri": f"tcp://127.0.0.1:{port}"})
+    with LiveServer(wy_settings, manager) as server:
+        yield server, port
+
+
+def _wav_pcm(path: Path) -> tuple[bytes, int, int, int]:
+    with wave.open(str(path)) as wav:
+        return (
+            wav.readframes(wav.getnframes()),
+            wav.getframerate(),
+            wav.getsampwidth(),
+            wav.getnchannels(),
+        )
+
+
+def _pcm16(path: Path) -> bytes:
+    """Any corpus file as 16 kHz mono s16le (what a Home Assistant satellite sends)."""
+    samples = decode_audio(path).samples
+    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def _utterance(
+    pcm: bytes, rate: int, width: int, channels: int, chunk_frames: int = 1024
+) -> list[Event]:
+    step = chunk_frames * width * channels
+    events = [AudioStart(rate=rate, width=width, channels=channels).event()]
+    events += [
+        AudioChunk(rate=rate, width=width, channels=channels, audio=pcm[i : i + step]).event()
+        for i in range(0, len(pcm), step)
+    ]
+    return [*events, AudioStop().event()]
+
+
+async def _exchange(client: Any, events: list[Event], timeout: float = 120) -> Event:
+    for event in events:
+        await client.write_event(event)
+    answer = await asyncio.wait_for(client.read_event(), timeout)
+    assert answer is not None, "the server closed the connection instead of answering"
+    return answer
+
+
+def _run(port: int, script: Any) -> Any:
+    async def main() -> Any:
+        client = AsyncTcpClient("127.0.0.1", port)
+        await client.connect()
+        try:
+            return await script(client)
+        finally:
+            await client.disconnect()
+
+    return asyncio.run(main())
+
+
+def test_describe_lists_every_engine_model_with_languages(live: tuple[LiveServer, int]) -> None:
+    _, port = live
+
+    async def script(client: Any) -> Info:
+        return Info.from_event(await _exchange(client, [Describe().event()]))
+
+    info = _run(port, script)
+    assert [p.name for p in info.asr] == ["stts"]
+    models = {m.name: m for m in info.asr[0].models}
+    assert {"whisper", "whisper:base", "pocketsphinx"} <= set(models)
+    assert "whisper-1" not in models  # the OpenAI alias is the HTTP API's business
+    assert "en" in models["whisper"].languages and "de" in models["whisper"].languages
+    assert models["pocketsphinx"].languages == ["en"]
+
+
+def test_transcripts_match_the_library_on_resampled_stereo_and_16k_chunks(
+    live: tuple[LiveServer, int], manager: EngineManager
+) -> None:
+    """44.1 kHz stereo PCM is resampled at the edge like any upload: the Wyoming
+    transcript is the one the library gives for the same file, and two utterances in a
+    row on one connection (one per engine) both answer."""
+    _, port = live
+    pcm, rate, width, channels = _wav_pcm(corpus_file(STEREO_44K))
+    assert (rate, width, channels) == (44_100, 2, 2)
+    jfk = _pcm16(corpus_file(JFK))
+
+    async def script(client: Any) -> list[Event]:
+        first = await _exchange(
+            client,
+            [Transcribe(language="en-US").event(), *_utterance(pcm, rate, width, channels)],
+        )
+        second = await _exchange(
+            client, [Transcribe(name="pocketsphinx").event(), *_utterance(jfk, 16_000, 2, 1)]
+        )
+        return [first, second]
+
+    first, second = _run(port, script)
+    assert Transcript.is_type(first.type) and Transcript.is_type(second.type), (first, second)
+    whisper_text = Transcript.from_event(first).text
+    options = TranscribeOptions(language="en")
+    expected = manager.transcribe(decode_audio(corpus_file(STEREO_44K)), options=options).text
+    assert whisper_text == expected
+    assert Transcript.from_event(first).language == "en"
+    reference = next(i.reference for i in CORPUS_ITEMS if i.path.name == STEREO_44K)
+    assert word_error_rate([reference], [whisper_text]) < 0.5  # base model on LDC93S1: 36 %
+    sphinx_text = Transcript.from_event(second).text
+    jfk_ref = next(i.reference for i in CORPUS_ITEMS if i.path.name == JFK)
+    # the same 16-bit PCM through the library (PocketSphinx notices the quantisation)
+    same_pcm = decode_audio(jfk, raw=RawFormat())
+    assert sphinx_text == manager.transcribe(same_pcm, engine="pocketsphinx", options=options).text
+    assert word_error_rate([jfk_ref], [sphinx_text]) < 0.6
+
+
+@pytest.mark.parametrize(
+    ("events", "code"),
+    [
+        ([Transcribe(name="no-such-model").event()], "model_not_found"),
+        ([AudioStart(rate=16_000, width=1, channels=1).event()], "unsupported_media"),
+        ([AudioStart(rate=16_000, width=2, channels=1).event()], "empty_audio"),
+        (
+            [
+                AudioStart(rate=16_000, width=2, channels=2).event(),
+                AudioChunk(rate=16_000, width=2, channels=2, audio=b"\x00" * 6).event(),
+            ],
+            "corrupt_audio",
+        ),
+    ],
+    ids=["unknown-model", "8-bit", "no-audio", "half-a-frame"],
+)
+def test_bad_requests_get_an_error_event_and_the_connection_serves_on(
+    live: tuple[LiveServer, int], events: list[Event], code: str
+) -> None:
+    _, port = live
+    jfk = _pcm16(corpus_file(JFK))[: 16_000 * 2 * 3]
+
+    async def script(client: Any) -> tuple[Event, Event]:
+        bad = await _exchange(client, [*events, AudioStop().event()])
+        good = await _exchange(client, [Transcribe().event(), *_utterance(jfk, 16_000, 2, 1)])
+        return bad, good
+
+    bad, good = _run(port, script)
+    assert Error.is_type(bad.type), bad
+    error = Error.from_event(bad)
+    assert error.code == code and error.text and "Traceback" not in error.text
+    assert Transcript.is_type(good.type) and (
+        "fellow americans" in Transcript.from_event(good).text.lower()
+    )
+
+
+def test_oversized_event_is_refused_before_it_is_read(live: tuple[LiveServer, int]) -> None:
+    """A header that declares a 1 GiB payload gets an error and a closed connection at
+    once: the server neither waits for nor buffers the gigabyte."""
+    server, port = live
+
+    async def script() -> tuple[bytes, bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        header = {
+            "type": "audio-chunk",
+            "data": {"rate": 16000, "width": 2, "channels": 1},
+            "payload_length": 1 << 30,
+        }
+        writer.write(json.dumps(header).encode() + b"\n" + b"\x00" * 4096)
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), 10)
+        rest = await asyncio.wait_for(reader.read(), 10)  # b"" once the server closes
+        writer.close()
+        return line, rest
+
+    line, rest = asyncio.run(script())
+    header = json.loads(line)
+    assert header["type"] == "error"
+    data = json.loads(rest[: header["data_length"]])
+    assert data["code"] == "protocol_error" and "payload" in data["text"]
+    assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+
+
+def test_too_long_utterance_is_refused_and_its_buffer_dropped(
+    settings: Settings, manager: EngineManager
+) -> None:
+    port = free_port()
+    short = settings.model_copy(
+        update={
+            "wyoming_uri": f"tcp://127.0.0.1:{port}",
+            "audio": settings.audio.model_copy(update={"max_duration_s": 2.0}),
+        }
+    )
+    jfk = _pcm16(corpus_file(JFK))  # 11 s
+
+    async def script(client: Any) -> Event:
+        return await _exchange(client, [Transcribe().event(), *_utterance(jfk, 16_000, 2, 1)])
+
+    with LiveServer(short, manager) as server:
+        answer = _run(port, script)
+        metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
+    assert Error.is_type(answer.type) and Error.from_event(answer).code == "audio_too_long"
+    assert 'stts_wyoming_requests_total{result="audio_too_long"} 1.0' in metrics
+
+
+def test_unix_socket_serves_and_is_removed_at_shutdown(
+    settings: Settings, manager: EngineManager, tmp_path: Path
+) -> None:
+    path = tmp_path / "stts.sock"
+    jfk = _pcm16(corpus_file(JFK))
+
+    async def script() -> Event:
+        client = AsyncUnixClient(str(path))
+        await client.connect()
+        try:
+            return await _exchange(client, [Transcribe().event(), *_utterance(jfk, 16_000, 2, 1)])
+        finally:
+            await client.disconnect()
+
+    with LiveServer(
+        settings.model_copy(update={"wyoming_uri": f"unix://{path}"}), manager
+    ) as server:
+        assert path.exists()
+        answer = asyncio.run(script())
+        metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
+    assert Transcript.is_type(answer.type)
+    assert "ask not what your country" in Transcript.from_event(answer).text.lower()
+    assert 'stts_wyoming_requests_total{result="ok"} 1.0' in metrics
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("uri", "ok"),
+    [
+        ("tcp://0.0.0.0:10300", True),
+        ("unix:///run/stts.sock", True),
+        ("tcp://0.0.0.0", False),
+        ("stdio://", False),
+        ("http://host:1", False),
+    ],
+)
+def test_uri_is_checked_with_the_other_settings(uri: str, ok: bool) -> None:
+    if ok:
+        assert Settings(wyoming_uri=uri).wyoming_uri == uri
+    else:
+        with pytest.raises(ValueError, match="tcp://"):
+            Settings(wyoming_uri=uri)
