@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.slow, requires_corpus]
 # Measured on this corpus (27 files, 113 s) with the embedded models, language "en":
 # Whisper base int8 beam 5: 11.6 %; PocketSphinx 5 en-us: 39.4 % (42.3 % before its front end
 # was reset per utterance). Ceilings leave a margin.
-WER_CEILING = {"whisper": 0.15, "pocketsphinx": 0.50}
+WER_CEILING = {"whisper": 0.15, "pocketsphinx": 0.45}
 
 
 @pytest.mark.parametrize("engine", ["whisper", "pocketsphinx"])
