@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from stts.audio import AudioSource
     from stts.config import Settings
     from stts.engines.base import Task
-    from stts.service import EngineManager
+    from stts.service import EngineManager, LanguageGuess
 
 __version__ = "0.1.0"
 
@@ -37,6 +37,7 @@ __all__ = [
     "__version__",
     "decode_audio",
     "default_manager",
+    "detect_language",
     "transcribe",
 ]
 
@@ -84,6 +85,26 @@ def transcribe(
         initial_prompt=initial_prompt,
     )
     return mgr.transcribe(audio, engine=engine, model=model, options=options)
+
+
+def detect_language(
+    source: AudioSource | DecodedAudio,
+    *,
+    engine: str | None = None,
+    model: str | None = None,
+    top: int = 5,
+    raw: RawFormat | None = None,
+    manager: EngineManager | None = None,
+) -> LanguageGuess:
+    """Which language is spoken (Whisper, multilingual models): ``.language``,
+    ``.probability`` and the ``top`` most likely in ``.ranked``."""
+    mgr = manager or default_manager()
+    audio = (
+        source
+        if isinstance(source, DecodedAudio)
+        else decode_audio(source, raw=raw, limits=mgr.settings.audio.limits())
+    )
+    return mgr.detect_language(audio, engine=engine, model=model, top=top)
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # stts never fetches models from a hub

@@ -169,6 +169,47 @@ def transcribe(
         raise typer.Exit(1)
 
 
+@app.command("detect-language")
+def detect_language(
+    files: Annotated[list[Path], typer.Argument(help="audio files")],
+    engine: Annotated[str | None, typer.Option("--engine", "-e", help="engine name")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="model of the engine")] = None,
+    top: Annotated[int, typer.Option(help="how many languages to list per file", min=1)] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Say which language each file is spoken in (Whisper, multilingual models)."""
+    from stts.service import EngineManager
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = _load_settings(config)
+        if engine and engine not in settings.engines:
+            settings.engines.append(engine)
+        manager = EngineManager(settings)
+        manager.resolve(engine or manager.language_detector(), model)
+    except SttsError as exc:
+        _error(f"{exc.message}")
+        raise typer.Exit(2) from None
+    failures = 0
+    with manager.session():
+        for path in files:
+            try:
+                audio = decode_audio(path, limits=settings.audio.limits())
+                guess = manager.detect_language(audio, engine=engine, model=model, top=top)
+            except SttsError as exc:
+                failures += 1
+                _error(f"{path}: {exc.message}")
+                continue
+            if as_json:
+                out.print_json(data={"file": str(path), **guess.as_dict()})
+            else:
+                ranked = ", ".join(f"{lang} {p:.2f}" for lang, p in guess.ranked)
+                out.print(f"{path}: {guess.language}  ({ranked})", highlight=False, markup=False)
+    if failures:
+        raise typer.Exit(1)
+
+
 @app.command()
 def engines(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,

@@ -27,7 +27,7 @@ from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -61,6 +61,7 @@ from stts.transcript import Transcript
 logger = logging.getLogger(__name__)
 
 SlotKey = tuple[str, str]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,28 @@ class SlotStats:
     load_time_s: float | None
     requests: int
     rejected: int
+
+
+@dataclass(frozen=True, slots=True)
+class LanguageGuess:
+    """The spoken language as one engine judges it."""
+
+    language: str
+    probability: float
+    ranked: tuple[tuple[str, float], ...]
+    """The most likely languages with their probabilities, best first."""
+    engine: str
+    model: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly view."""
+        return {
+            "language": self.language,
+            "probability": self.probability,
+            "languages": [{"language": lang, "probability": p} for lang, p in self.ranked],
+            "engine": self.engine,
+            "model": self.model,
+        }
 
 
 class EngineSlot:
@@ -186,7 +209,16 @@ class EngineSlot:
         on_segment: SegmentCallback | None,
         cancel: CancelToken,
     ) -> concurrent.futures.Future[Transcript]:
-        """Admit the job or raise Overloaded at once; never blocks."""
+        """Admit a transcription or raise Overloaded at once; never blocks."""
+        return self.submit_call(
+            lambda engine: engine.transcribe(audio, options, on_segment=on_segment, cancel=cancel),
+            cancel,
+        )
+
+    def submit_call(
+        self, job: Callable[[Engine], T], cancel: CancelToken
+    ) -> concurrent.futures.Future[T]:
+        """Admit ``job(engine)`` (any work on a loaded engine) or raise Overloaded at once."""
         with self._admit_lock:
             full = self._in_flight >= self.capacity
             if not full:
@@ -199,9 +231,7 @@ class EngineSlot:
         # request id, and its engine time lands in the request's Server-Timing.
         context = contextvars.copy_context()
         try:
-            future = self._executor.submit(
-                context.run, self._run, audio, options, on_segment, cancel, timing
-            )
+            future = self._executor.submit(context.run, self._run, job, cancel, timing)
         except RuntimeError as exc:  # executor shut down
             self._release(0.0)
             raise ShuttingDown("the server is shutting down") from exc
@@ -215,30 +245,23 @@ class EngineSlot:
             if elapsed > 0:
                 self._avg_job_s = 0.8 * self._avg_job_s + 0.2 * elapsed
 
-    def _run(
-        self,
-        audio: AudioArray,
-        options: TranscribeOptions,
-        on_segment: SegmentCallback | None,
-        cancel: CancelToken,
-        timing: list[float],
-    ) -> Transcript:
+    def _run(self, job: Callable[[Engine], T], cancel: CancelToken, timing: list[float]) -> T:
         started = time.perf_counter()
         try:
             if cancel.cancelled:
                 raise Cancelled("the request was cancelled")
             self.ensure_loaded()
             if self._shared is not None:  # thread-safe engine: every worker uses it at once
-                return self._shared.transcribe(audio, options, on_segment=on_segment, cancel=cancel)
+                return job(self._shared)
             instance = self._instances.get()  # one instance per worker: check one out
             try:
-                return instance.transcribe(audio, options, on_segment=on_segment, cancel=cancel)
+                return job(instance)
             finally:
                 self._instances.put(instance)
         except SttsError:
             raise
         except Exception as exc:
-            logger.exception("engine %s failed while transcribing", self.name)
+            logger.exception("engine %s failed while working", self.name)
             raise TranscriptionFailed(f"engine {self.name!r} failed while transcribing") from exc
         finally:
             timing[0] = time.perf_counter() - started
@@ -464,7 +487,7 @@ class EngineManager:
             return stop.value  # type: ignore[no-any-return]
 
     @staticmethod
-    def _give_up(future: Future[Transcript], cancel: CancelToken) -> None:
+    def _give_up(future: Future[Any], cancel: CancelToken) -> None:
         cancel.cancel()  # a running engine stops at its next segment
         future.cancel()  # a queued job never starts
 
@@ -530,6 +553,76 @@ class EngineManager:
                 continue
             step = self._advance(run, result=result)
         return step
+
+    # -- language identification --------------------------------------------
+
+    def _language_job(
+        self, audio: DecodedAudio | AudioArray, engine: str | None, model: str | None
+    ) -> tuple[Future[list[tuple[str, float]]], SlotKey, CancelToken, float]:
+        samples = self._samples(audio)
+        key = self.resolve(engine or self.language_detector(), model)
+        cancel = CancelToken()
+        future = self.slot(key).submit_call(lambda e: e.detect_language(samples), cancel)
+        seconds = min(len(samples) / SAMPLE_RATE, 30.0)  # engines look at the first 30 s
+        return future, key, cancel, self.deadline(seconds)
+
+    def language_detector(self) -> str:
+        """The default engine if it can identify languages, else the first enabled that can."""
+        candidates = [self.default_engine, *self.enabled]
+        for name in candidates:
+            if get_engine_class(name)(self.settings).capabilities.language_detection:
+                return name
+        return self.default_engine  # it will say that it can't
+
+    @staticmethod
+    def _guess(ranked: list[tuple[str, float]], key: SlotKey, top: int) -> LanguageGuess:
+        if not ranked:
+            raise TranscriptionFailed(f"engine {key[0]!r} returned no language")
+        ordered = sorted(ranked, key=lambda lp: lp[1], reverse=True)[:top]
+        return LanguageGuess(
+            ordered[0][0],
+            round(ordered[0][1], 4),
+            tuple((lang, round(p, 4)) for lang, p in ordered),
+            key[0],
+            key[1],
+        )
+
+    async def detect_language_async(
+        self,
+        audio: DecodedAudio | AudioArray,
+        *,
+        engine: str | None = None,
+        model: str | None = None,
+        top: int = 5,
+    ) -> LanguageGuess:
+        """Which language is spoken (no fallback: the answer is that engine's opinion)."""
+        future, key, cancel, timeout = self._language_job(audio, engine, model)
+        try:
+            ranked = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        except asyncio.TimeoutError as exc:
+            self._give_up(future, cancel)
+            raise _timed_out(timeout) from exc
+        except asyncio.CancelledError:
+            self._give_up(future, cancel)
+            raise
+        return self._guess(ranked, key, top)
+
+    def detect_language(
+        self,
+        audio: DecodedAudio | AudioArray,
+        *,
+        engine: str | None = None,
+        model: str | None = None,
+        top: int = 5,
+    ) -> LanguageGuess:
+        """Blocking variant of :meth:`detect_language_async` for the CLI and library."""
+        future, key, cancel, timeout = self._language_job(audio, engine, model)
+        try:
+            ranked = future.result(timeout)
+        except concurrent.futures.TimeoutError as exc:
+            self._give_up(future, cancel)
+            raise _timed_out(timeout) from exc
+        return self._guess(ranked, key, top)
 
     def close(self, wait: bool = True) -> None:
         """Finish running jobs (if wait), refuse new ones and free every model."""

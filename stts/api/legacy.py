@@ -4,6 +4,8 @@
 request body with an audio content type); the engine comes from ``?engine=``, else the
 ``X-STT-Engine`` header, else the default. The answer says which engine answered and
 whether it was a fallback: ``{"text", "time", "engine", "fallback", ...}``.
+``POST /api/v1/detect-language`` takes the audio the same way and answers which
+language is spoken.
 """
 
 from __future__ import annotations
@@ -103,6 +105,35 @@ async def stt_v2(
 ) -> JSONResponse:
     """Transcribe with the engine named in the path."""
     return await _stt(request, manager, engine, speech, language, word_timestamps)
+
+
+@router.post("/v1/detect-language", summary="Identify the spoken language")
+async def detect_language(
+    request: Request,
+    manager: Annotated[EngineManager, Depends(get_manager)],
+    speech: Annotated[UploadFile | None, File(description="the audio")] = None,
+    engine: Annotated[str | None, Query(description="engine name")] = None,
+    x_stt_engine: Annotated[str | None, Header(description="engine name")] = None,
+    top: Annotated[int, Query(ge=1, le=100, description="how many languages to list")] = 5,
+) -> JSONResponse:
+    """The language of the speech (from its first 30 s), with the most likely alternatives.
+
+    The engine is the one named (``?engine=``, ``X-STT-Engine``), else the default engine
+    if it can identify languages, else the first enabled engine that can (Whisper with a
+    multilingual model); one that can't answers 400.
+    """
+    name = engine or x_stt_engine or manager.language_detector()
+    key = manager.resolve(name)
+    data = await _body_audio(request, speech, manager.settings.audio.max_bytes)
+    content_type = (
+        speech.content_type if speech is not None else request.headers.get("content-type")
+    )
+    audio = await decode_upload(manager, key, data, raw_format_from_content_type(content_type))
+    guess = await manager.detect_language_async(audio, engine=key[0], model=key[1], top=top)
+    return JSONResponse(
+        {**guess.as_dict(), "duration": round(audio.duration, 3)},
+        headers={"X-STT-Engine": guess.engine},
+    )
 
 
 @router.get("/v1/engines", summary="List engines")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from stts.errors import Cancelled
+from stts.errors import Cancelled, InvalidRequest
 from stts.transcript import Segment, Transcript
 
 __all__ = ["Cancelled"]  # engines raise it when their CancelToken is set
@@ -148,6 +148,13 @@ class Engine(ABC):
         cancel: CancelToken | None = None,
     ) -> Transcript:
         """Transcribe 16 kHz mono float32; call ``on_segment`` as segments are ready."""
+
+    def detect_language(self, audio: AudioArray) -> list[tuple[str, float]]:
+        """The languages the speech may be in with their probabilities, most likely first.
+
+        Only engines whose capabilities say ``language_detection`` implement it.
+        """
+        raise InvalidRequest(f"engine {self.name!r} cannot detect the spoken language")
 
     def close(self) -> None:  # noqa: B027 - optional hook, most engines need nothing
         """Free the model; the instance is not used afterwards."""

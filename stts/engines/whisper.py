@@ -34,7 +34,7 @@ from stts.engines.base import (
     TranscribeOptions,
 )
 from stts.engines.whisper_batching import BatchKey, WhisperBatcher, whisper_segment
-from stts.errors import EngineUnavailable, UnknownModel
+from stts.errors import EngineUnavailable, InvalidRequest, UnknownModel
 from stts.transcript import Segment, Transcript, join_segment_texts
 
 if TYPE_CHECKING:
@@ -314,6 +314,17 @@ class WhisperEngine(Engine):
             model=self.model,
             task=options.task,
         )
+
+    def detect_language(self, audio: AudioArray) -> list[tuple[str, float]]:
+        """Whisper's language token probabilities over the first 30 s (multilingual only)."""
+        if not self._multilingual:
+            raise InvalidRequest(
+                f"model {self.model!r} is English-only and cannot detect the spoken language"
+            )
+        if self._model is None:
+            raise EngineUnavailable("the Whisper model is not loaded")
+        _language, _probability, ranked = self._model.detect_language(audio=audio[: 30 * 16_000])
+        return [(str(lang), float(prob)) for lang, prob in ranked]
 
     def _transcribe_batched(
         self,
