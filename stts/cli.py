@@ -8,7 +8,7 @@ import signal
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,6 +19,10 @@ from rich.table import Table
 from stts.audio import RawFormat, decode_audio
 from stts.errors import SttsError
 from stts.formats import FILE_SUFFIXES, ResponseFormat, render
+
+if TYPE_CHECKING:
+    from stts.config import Settings
+    from stts.service import EngineManager
 
 app = typer.Typer(
     name="stts",
@@ -50,7 +54,7 @@ def _error(message: str) -> None:
     err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
 
 
-def _load_settings(config: Path | None, **overrides: object):  # type: ignore[no-untyped-def]
+def _load_settings(config: Path | None, **overrides: object) -> Settings:
     """Settings, with pydantic's validation report turned into one readable ConfigError."""
     from pydantic import ValidationError
 
@@ -66,6 +70,22 @@ def _load_settings(config: Path | None, **overrides: object):  # type: ignore[no
             for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from None
+
+
+def _file_command_manager(
+    config: Path | None, engine: str | None, model: str | None, *, detect: bool = False
+) -> tuple[Settings, EngineManager]:
+    """Settings and a manager for a command that works through files, the named engine
+    enabled and checked (with ``detect``: the engine that identifies languages)."""
+    from stts.service import EngineManager
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    settings = _load_settings(config)
+    if engine and engine not in settings.engines:
+        settings.engines.append(engine)
+    manager = EngineManager(settings)
+    manager.resolve(engine or (manager.language_detector() if detect else None), model)
+    return settings, manager
 
 
 @app.command()
@@ -99,15 +119,9 @@ def transcribe(
 ) -> None:
     """Transcribe audio files; with -o, write one output file per input."""
     from stts.engines.base import TranscribeOptions
-    from stts.service import EngineManager
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        settings = _load_settings(config)
-        if engine and engine not in settings.engines:
-            settings.engines.append(engine)
-        manager = EngineManager(settings)
-        manager.resolve(engine, model)
+        settings, manager = _file_command_manager(config, engine, model)
         raw = RawFormat(raw_rate, raw_channels, raw_encoding)  # type: ignore[arg-type]
     except SttsError as exc:
         _error(f"{exc.message}")
@@ -179,15 +193,8 @@ def detect_language(
     config: ConfigOpt = None,
 ) -> None:
     """Say which language each file is spoken in (Whisper, multilingual models)."""
-    from stts.service import EngineManager
-
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        settings = _load_settings(config)
-        if engine and engine not in settings.engines:
-            settings.engines.append(engine)
-        manager = EngineManager(settings)
-        manager.resolve(engine or manager.language_detector(), model)
+        settings, manager = _file_command_manager(config, engine, model, detect=True)
     except SttsError as exc:
         _error(f"{exc.message}")
         raise typer.Exit(2) from None
