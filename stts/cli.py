@@ -292,7 +292,8 @@ def serve(
 ) -> None:
     """Run the HTTP server (OpenAI-compatible /v1 and the legacy /api routes)."""
 
-    from stts.api.app import create_app, limit_malloc_arenas, server_config
+    from stts.api.app import create_app, server_config
+    from stts.memory import limit_malloc_arenas
 
     try:
         settings = _load_settings(

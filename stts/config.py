@@ -43,6 +43,12 @@ class EngineSettings(BaseModel):
 
     workers: int = Field(1, ge=1, le=64, description="requests this engine runs at once")
     queue_size: int = Field(8, ge=0, le=10_000, description="requests waiting beyond the workers")
+    idle_unload_s: float = Field(
+        0,
+        ge=0,
+        description="free the model after this many seconds without requests; the next "
+        "request loads it again (0: keep it loaded)",
+    )
 
 
 class PluginSettings(EngineSettings):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import gc
 import logging
 import math
 import queue
@@ -56,6 +57,7 @@ from stts.errors import (
     UnknownModel,
 )
 from stts.logs import record_timing
+from stts.memory import release_free_memory
 from stts.transcript import Transcript
 
 logger = logging.getLogger(__name__)
@@ -78,6 +80,7 @@ class SlotStats:
     load_time_s: float | None
     requests: int
     rejected: int
+    unloads: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +123,9 @@ class EngineSlot:
         self.capabilities: Capabilities | None = None
         self.requests = 0
         self.rejected = 0
+        self.idle_unload_s = conf.idle_unload_s
+        self.unloads = 0
+        self.last_used = time.monotonic()
         self._in_flight = 0
         self._admit_lock = threading.Lock()
         self._load_lock = threading.Lock()
@@ -242,6 +248,7 @@ class EngineSlot:
     def _release(self, elapsed: float) -> None:
         with self._admit_lock:
             self._in_flight -= 1
+            self.last_used = time.monotonic()
             if elapsed > 0:
                 self._avg_job_s = 0.8 * self._avg_job_s + 0.2 * elapsed
 
@@ -267,6 +274,44 @@ class EngineSlot:
             timing[0] = time.perf_counter() - started
             record_timing("engine", timing[0])
 
+    def unload_if_idle(self, now: float | None = None) -> bool:
+        """Free the model if ``idle_unload_s`` passed with nothing admitted; True if it did.
+
+        Runs under the admission lock, so no request can be admitted meanwhile; one admitted
+        afterwards finds the slot unloaded and loads it again (``ensure_loaded``).
+        """
+        if self.idle_unload_s <= 0 or self.state != "loaded":
+            return False
+        now = time.monotonic() if now is None else now
+        with self._admit_lock:
+            if self._in_flight or now - self.last_used < self.idle_unload_s:
+                return False
+            if not self._load_lock.acquire(blocking=False):  # a load is under way
+                return False
+            try:
+                instances, self._all_instances = self._all_instances, []
+                self._instances = queue.SimpleQueue()
+                self._shared = None
+                self.state = "unloaded"
+                self.unloads += 1
+            finally:
+                self._load_lock.release()
+        for inst in instances:
+            try:
+                inst.close()
+            except Exception:
+                logger.exception("engine %s failed to close", self.name)
+        del instances
+        gc.collect()  # drop reference cycles that may still hold the model
+        release_free_memory()  # else glibc keeps the freed model in the process
+        logger.info(
+            "unloaded engine %s model %s after %.0f s idle",
+            self.name,
+            self.model,
+            now - self.last_used,
+        )
+        return True
+
     def stats(self) -> SlotStats:
         """Current state, for reporting."""
         return SlotStats(
@@ -280,6 +325,7 @@ class EngineSlot:
             load_time_s=self.load_time_s,
             requests=self.requests,
             rejected=self.rejected,
+            unloads=self.unloads,
         )
 
     def close(self, wait: bool = True) -> None:
@@ -308,6 +354,8 @@ class EngineManager:
         self._resolved: dict[tuple[str | None, str | None], SlotKey] = {}
         for name in settings.engines:
             get_engine_class(name)  # fail fast on a typo in the config
+        self._stop = threading.Event()
+        self._start_reaper()
 
     # -- lookup ---------------------------------------------------------------
 
@@ -389,10 +437,13 @@ class EngineManager:
 
     @property
     def ready(self) -> bool:
-        """True once the default engine's default model is loaded."""
+        """True once the default engine's default model is loaded (or idle-unloaded)."""
         key = self.resolve(None)
         slot = self._slots.get(key)
-        return slot is not None and slot.state == "loaded"
+        # A model freed for being idle is still ready: the next request loads it again.
+        return slot is not None and (
+            slot.state == "loaded" or (slot.state == "unloaded" and slot.unloads > 0)
+        )
 
     def preload(self) -> None:
         """Load the default engine now (blocking); errors are remembered, not raised."""
@@ -624,11 +675,27 @@ class EngineManager:
             raise _timed_out(timeout) from exc
         return self._guess(ranked, key, top)
 
+    def _start_reaper(self) -> None:
+        """A daemon thread that frees models idle longer than their ``idle_unload_s``."""
+        periods = [self.settings.engine_settings(n).idle_unload_s for n in self.settings.engines]
+        periods = [p for p in periods if p > 0]
+        if not periods:
+            return
+        interval = min(30.0, max(0.05, min(periods) / 4))
+
+        def reap() -> None:
+            while not self._stop.wait(interval):
+                for slot in self.loaded_slots():
+                    slot.unload_if_idle()
+
+        threading.Thread(target=reap, name="stts-idle-unload", daemon=True).start()
+
     def close(self, wait: bool = True) -> None:
         """Finish running jobs (if wait), refuse new ones and free every model."""
         with self._slots_lock:
             self._closed = True
             slots = list(self._slots.values())
+        self._stop.set()
         for slot in slots:
             slot.close(wait=wait)
 
@@ -672,6 +739,8 @@ def engine_report(manager: EngineManager, name: str) -> dict[str, Any]:
         "queue_size": conf.queue_size,
         "in_flight": sum(s.in_flight for s in slots),
         "load_time_s": loaded[0].load_time_s if loaded else None,
+        "idle_unload_s": conf.idle_unload_s,
+        "idle_unloads": sum(s.unloads for s in slots),
     }
 
 

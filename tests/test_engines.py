@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import re
+import time
 
 import pytest
 
@@ -99,6 +100,28 @@ def test_pocketsphinx_answer_does_not_depend_on_earlier_requests(settings: Setti
     fresh = PocketSphinxEngine(settings)
     fresh.load()
     assert [again, after_other, fresh.transcribe(jfk, options).text] == [first] * 3
+
+
+@pytest.mark.parametrize("engine", ["whisper", "pocketsphinx"])
+def test_idle_unloaded_model_reloads_and_answers_the_same(settings: Settings, engine: str) -> None:
+    """A real model freed after idle_unload_s loads again on the next request and gives
+    the same transcript; the freed instances are closed (their model dropped)."""
+    section = settings.engine_settings(engine).model_copy(update={"idle_unload_s": 3600})
+    manager = EngineManager(settings.model_copy(update={engine: section}))
+    try:
+        audio = decode_audio(corpus_file("openai-whisper__jfk.flac"))
+        options = TranscribeOptions(language="en")
+        before = manager.transcribe(audio, engine=engine, options=options).text
+        slot = manager.slot(manager.resolve(engine))
+        old = list(slot._all_instances)
+        assert slot.unload_if_idle(time.monotonic() + 3601)
+        assert slot.state == "unloaded" and slot._all_instances == []
+        model_attr = "_model" if engine == "whisper" else "_decoder"
+        assert all(getattr(inst, model_attr) is None for inst in old)
+        assert manager.transcribe(audio, engine=engine, options=options).text == before
+        assert slot.state == "loaded" and slot.unloads == 1
+    finally:
+        manager.close()
 
 
 @pytest.mark.parametrize("engine", ["whisper", "pocketsphinx"])

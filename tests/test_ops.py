@@ -276,7 +276,7 @@ def test_sigterm_drains_in_flight_requests_then_exits_zero(cache_dir: Path) -> N
 def test_malloc_arenas_are_capped_on_glibc_unless_the_environment_says(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from stts.api.app import limit_malloc_arenas
+    from stts.memory import limit_malloc_arenas
 
     assert limit_malloc_arenas(0) is False  # 0: leave glibc's default
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")

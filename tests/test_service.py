@@ -206,3 +206,44 @@ def test_translate_fallback_skips_engines_that_cannot_translate(tmp_path) -> Non
     keys = mgr.chain(("fault-fails", "fake"), TranscribeOptions(task="translate"))
     assert keys == [("fault-fails", "fake")]
     mgr.close()
+
+
+def test_idle_model_is_freed_never_while_busy_and_reloads_on_demand(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """idle_unload_s frees a model nobody used for that long; a running or queued request
+    keeps it; the next request loads it again; /ready-style readiness holds throughout."""
+    SlowEngine.delay = 1.0
+    mgr = _manager(tmp_path, plugins={"fault-slow": {"idle_unload_s": 0.3, "workers": 1}})
+    try:
+        key = mgr.resolve(None)
+        slot = mgr.slot(key)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            running = pool.submit(mgr.transcribe, ONE_SECOND)
+            deadline = time.monotonic() + 5
+            while slot.state != "loaded" and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.6)  # longer than idle_unload_s, but a request is running
+            assert slot.state == "loaded" and slot.unloads == 0
+            assert running.result(10).text == "slow result"
+        deadline = time.monotonic() + 5
+        while slot.state != "unloaded" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert slot.state == "unloaded" and slot.unloads == 1
+        assert mgr.ready  # freed for being idle is not "not ready"
+        SlowEngine.delay = 0.0
+        assert mgr.transcribe(ONE_SECOND).text == "slow result"  # loads again
+        assert slot.state in ("loaded", "unloaded")  # may already be idle again
+        assert slot.unload_if_idle(time.monotonic() + 10) in (True, False)
+    finally:
+        mgr.close()
+
+
+def test_idle_unload_is_off_by_default(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    SlowEngine.delay = 0.0
+    mgr = _manager(tmp_path)
+    try:
+        mgr.transcribe(ONE_SECOND)
+        slot = mgr.slot(mgr.resolve(None))
+        assert not slot.unload_if_idle(time.monotonic() + 1e6)
+        assert slot.state == "loaded"
+    finally:
+        mgr.close()

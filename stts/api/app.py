@@ -10,10 +10,7 @@ internal path ever reaches a client.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
-import os
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -187,25 +184,6 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
         RequestContext, metrics=metrics, is_draining=lambda: bool(app.state.draining)
     )
     return app
-
-
-def limit_malloc_arenas(arenas: int) -> bool:
-    """Cap glibc's malloc arenas for threads created from now on (``mallopt(M_ARENA_MAX)``).
-
-    glibc gives busy threads arenas of their own, up to 8 per core, and memory freed in
-    one arena is not reused by another: with engine workers, the Whisper batcher and the
-    decode threads, RSS crept up by ~40 MiB over 2500 batched requests, and stayed flat at
-    717 MiB with two arenas (bench/results/soak-batched*.json). ``MALLOC_ARENA_MAX`` in the
-    environment wins. Returns whether the cap was applied (not glibc, or 0: no).
-    """
-    if arenas <= 0 or "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # musl and others: no glibc arenas to cap
-        return False
-    m_arena_max = -8  # from <malloc.h>
-    return bool(libc.mallopt(m_arena_max, arenas))
 
 
 def server_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn.Config:
