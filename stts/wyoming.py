@@ -268,6 +268,10 @@ class WyomingSession:
                 )
             utt.fmt = RawFormat(sample_rate=rate, channels=channels, encoding=_ENCODINGS[width])  # type: ignore[arg-type]
             utt.width = width
+            # A full queue is said now, not after the whole utterance has been buffered.
+            slot = self.manager.slot(utt.key or self.manager.resolve(None))
+            if not slot.has_room():
+                raise slot.reject()
         except SttsError as exc:
             utt.refused = exc
 

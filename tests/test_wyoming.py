@@ -272,3 +272,57 @@ def test_uri_is_checked_with_the_other_settings(uri: str, ok: bool) -> None:
     else:
         with pytest.raises(ValueError, match="tcp://"):
             Settings(wyoming_uri=uri)
+
+
+def test_full_queue_gets_an_overloaded_error_and_the_running_one_its_transcript(tmp_path: Path) -> None:
+    """FAULT-INJECTION engine (tests/fault_engines.SlowEngine) holding the only worker, no
+    queue: a second utterance is refused with "overloaded", the first
+    still gets its transcript."""
+    from stts.engines.registry import register_engine, unregister_engine
+    from tests.fault_engines import SlowEngine
+
+    register_engine(SlowEngine.name, SlowEngine)
+    SlowEngine.delay = 2.0
+    port = free_port()
+    settings = Settings(
+        cache_dir=tmp_path,
+        engines=["fault-slow"],
+        default_engine="fault-slow",
+        wyoming_uri=f"tcp://127.0.0.1:{port}",
+        plugins={"fault-slow": {"workers": 1, "queue_size": 0}},
+    )
+    one_second = b"\x00\x00" * 16_000
+
+    async def first(client: Any) -> Event:
+        return await _exchange(
+            client, [Transcribe().event(), *_utterance(one_second, 16_000, 2, 1)]
+        )
+
+    async def second() -> Event:
+        await asyncio.sleep(0.5)  # the first is running by now
+        client = AsyncTcpClient("127.0.0.1", port)
+        await client.connect()
+        try:
+            return await _exchange(
+                client, [Transcribe().event(), *_utterance(one_second, 16_000, 2, 1)]
+            )
+        finally:
+            await client.disconnect()
+
+    async def both() -> tuple[Event, Event]:
+        client = AsyncTcpClient("127.0.0.1", port)
+        await client.connect()
+        try:
+            return tuple(await asyncio.gather(first(client), second()))  # type: ignore[return-value]
+        finally:
+            await client.disconnect()
+
+    try:
+        with LiveServer(settings) as server:
+            answer1, answer2 = asyncio.run(both())
+            rejected = httpx.get(f"{server.url}/metrics", timeout=5).text
+    finally:
+        unregister_engine(SlowEngine.name)
+    assert Transcript.is_type(answer1.type) and Transcript.from_event(answer1).text == "slow result"
+    assert Error.is_type(answer2.type) and Error.from_event(answer2).code == "overloaded"
+    assert 'stts_wyoming_requests_total{result="overloaded"} 1.0' in rejected
