@@ -274,7 +274,9 @@ def test_uri_is_checked_with_the_other_settings(uri: str, ok: bool) -> None:
             Settings(wyoming_uri=uri)
 
 
-def test_full_queue_gets_an_overloaded_error_and_the_running_one_its_transcript(tmp_path: Path) -> None:
+def test_full_queue_gets_an_overloaded_error_and_the_running_one_its_transcript(
+    tmp_path: Path,
+) -> None:
     """FAULT-INJECTION engine (tests/fault_engines.SlowEngine) holding the only worker, no
     queue: a second utterance is refused with "overloaded", the first
     still gets its transcript."""
