@@ -217,7 +217,13 @@ class WyomingSession:
                     return
                 if event is None:
                     return
-                await self.handle(event)
+                try:
+                    await self.handle(event)
+                except (KeyError, TypeError, ValueError) as exc:  # fields missing or mistyped
+                    error = ProtocolError(f"malformed {event.type} event: {exc!r}")
+                    self.on_result(error.code)
+                    await self._send_error(error)
+                    return
         except (ConnectionError, asyncio.CancelledError):
             pass  # the peer hung up, or the server is shutting down
         finally:
@@ -248,6 +254,9 @@ class WyomingSession:
             await self._finish()
 
     def _start_utterance(self, request: Any) -> None:
+        for field_name in ("name", "language"):
+            if not isinstance(getattr(request, field_name), str | None):
+                raise TypeError(f"transcribe {field_name} must be a string")
         self.utterance = _Utterance(language=_base_language(request.language))
         if request.name:
             try:

@@ -328,3 +328,35 @@ def test_full_queue_gets_an_overloaded_error_and_the_running_one_its_transcript(
     assert Transcript.is_type(answer1.type) and Transcript.from_event(answer1).text == "slow result"
     assert Error.is_type(answer2.type) and Error.from_event(answer2).code == "overloaded"
     assert 'stts_wyoming_requests_total{result="overloaded"} 1.0' in rejected
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "audio-start", "data": {"rate": 16000}},  # width and channels missing
+        {"type": "audio-chunk", "data": {"rate": 16000, "width": 2, "channels": "two"}},
+        {"type": "transcribe", "data": {"name": ["not", "a", "string"]}},
+    ],
+    ids=["missing-fields", "mistyped-field", "mistyped-model-name"],
+)
+def test_malformed_events_get_a_protocol_error_not_a_dead_task(
+    live: tuple[LiveServer, int], event: dict[str, Any]
+) -> None:
+    server, port = live
+
+    async def script() -> dict[str, Any]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(json.dumps(event).encode() + b"\n")
+            await writer.drain()
+            header = json.loads(await asyncio.wait_for(reader.readline(), 10))
+            data = json.loads(await reader.readexactly(header["data_length"]))
+            closed = await asyncio.wait_for(reader.read(), 10) == b""
+        finally:
+            writer.close()
+        return {"type": header["type"], "closed": closed, **data}
+
+    answer = asyncio.run(script())
+    assert answer["type"] == "error" and answer["code"] == "protocol_error", answer
+    assert answer["closed"] and "Traceback" not in answer["text"]
+    assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
