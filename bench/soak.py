@@ -59,7 +59,20 @@ def main() -> None:
     parser.add_argument(
         "--batch-size", type=int, default=1, help="Whisper cross-request batch size (1 = off)"
     )
+    parser.add_argument(
+        "--reanalyse",
+        action="store_true",
+        help="no new run: recompute the summary and plot from bench/results/TAG.csv",
+    )
     args = parser.parse_args()
+    if args.reanalyse:
+        previous = json.loads((RESULTS / f"{args.tag}.json").read_text())
+        with (RESULTS / f"{args.tag}.csv").open(newline="") as fh:
+            rows = [(float(a), int(b), int(c)) for a, b, c in list(csv.reader(fh))[1:]]
+        args.requests, args.concurrency = previous["requests"], previous["concurrency"]
+        args.batch_size = previous.get("batch_size", 1)
+        analyse(rows, args, previous["wall_s"], previous["outcomes"])
+        return
 
     port = free_port()
     env = {"STTS_WHISPER__QUEUE_SIZE": "16"}
@@ -124,6 +137,18 @@ def main() -> None:
         writer.writerow(["seconds", "requests_done", "rss_bytes"])
         writer.writerows(samples)
 
+    analyse(samples, args, wall, outcomes)
+
+
+def analyse(
+    samples: list[tuple[float, int, int]],
+    args: argparse.Namespace,
+    wall: float,
+    outcomes: dict[str, int],
+) -> None:
+    """Per-block peaks and medians, slopes, the JSON summary and the plot."""
+    # Samples taken after the last answer (the idle tail) belong to no block of requests.
+    samples = [s for s in samples if s[1] < args.requests]
     reqs = np.array([s[1] for s in samples], dtype=float)
     rss = np.array([s[2] for s in samples], dtype=float) / 1024  # KiB
     warm = reqs >= max(50, args.requests * 0.1)
