@@ -8,6 +8,11 @@ requests and prints RSS after warm-up, at the end, and the slope (KiB per 1000
 requests) of a linear fit over the second half.
 
     .venv/bin/python bench/soak.py --requests 5000 --concurrency 2
+
+``--wyoming`` soaks the Wyoming face instead: the same server with ``--wyoming`` on
+loopback, utterances sent as PCM chunks with the wyoming package's client (8 kHz,
+16 kHz, 44.1 kHz mono and stereo PCM), bad utterances (8-bit PCM, no audio, half a
+stereo frame) and clients that hang up mid-utterance.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import json
 import os
 import threading
 import time
+from typing import Any
 
 import httpx
 import numpy as np
@@ -36,6 +42,77 @@ GOOD = [
     "openai-whisper__jfk.flac",  # 44.1 kHz stereo flac
     "speechbrain__spk1_snt1.wav",
 ]
+
+
+WyomingItem = tuple[str, bytes, int, int, int, str]  # name, pcm, rate, width, channels, kind
+
+
+def wyoming_payloads() -> list[WyomingItem]:
+    """Utterances as PCM: wav files at their own rate and channels, the rest decoded here
+    to 16 kHz mono (a satellite's format), plus bad ones and hang-ups."""
+    import wave
+
+    from stts.audio import decode_audio
+
+    items: list[WyomingItem] = []
+    for name in GOOD:
+        if name.endswith(".wav"):
+            with wave.open(str(CORPUS / name)) as w:
+                pcm = w.readframes(w.getnframes())
+                items.append(
+                    (name, pcm, w.getframerate(), w.getsampwidth(), w.getnchannels(), "ok")
+                )
+        else:
+            samples = decode_audio(CORPUS / name).samples
+            pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+            items.append((name, pcm, 16_000, 2, 1, "ok"))
+    jfk = next(i for i in items if i[0] == "openai-whisper__jfk.flac")
+    items += [
+        ("8-bit", jfk[1][:32_000], 16_000, 1, 1, "bad"),
+        ("no-audio", b"", 16_000, 2, 1, "bad"),
+        ("half-frame", b"\x00" * 6, 16_000, 2, 2, "bad"),
+        ("hangup", jfk[1], 16_000, 2, 1, "hangup"),
+    ]
+    return items
+
+
+def send_wyoming(port: int, item: WyomingItem) -> str:
+    """One utterance on a fresh connection; the outcome as kind:answer."""
+    import asyncio
+
+    from wyoming.asr import Transcribe
+    from wyoming.audio import AudioChunk, AudioStart, AudioStop
+    from wyoming.client import AsyncTcpClient
+
+    _name, pcm, rate, width, channels, kind = item
+    step = 1024 * width * channels
+
+    async def run() -> str:
+        client = AsyncTcpClient("127.0.0.1", port)
+        await client.connect()
+        try:
+            await client.write_event(Transcribe(language="en").event())
+            await client.write_event(AudioStart(rate=rate, width=width, channels=channels).event())
+            chunks = range(0, len(pcm), step)
+            if kind == "hangup":
+                chunks = range(0, len(pcm) // 2, step)
+            for i in chunks:
+                chunk = AudioChunk(
+                    rate=rate, width=width, channels=channels, audio=pcm[i : i + step]
+                )
+                await client.write_event(chunk.event())
+            if kind == "hangup":
+                return f"{kind}:closed"
+            await client.write_event(AudioStop().event())
+            event = await asyncio.wait_for(client.read_event(), 300)
+            if event is None:
+                return f"{kind}:closed-by-server"
+            code = event.data.get("code")
+            return f"{kind}:{event.type}" + (f":{code}" if code else "")
+        finally:
+            await client.disconnect()
+
+    return asyncio.run(run())
 
 
 def payloads() -> list[tuple[str, bytes, str]]:
@@ -64,6 +141,7 @@ def main() -> None:
         action="store_true",
         help="no new run: recompute the summary and plot from bench/results/TAG.csv",
     )
+    parser.add_argument("--wyoming", action="store_true", help="soak the Wyoming face")
     args = parser.parse_args()
     if args.reanalyse:
         previous = json.loads((RESULTS / f"{args.tag}.json").read_text())
@@ -71,11 +149,15 @@ def main() -> None:
             rows = [(float(a), int(b), int(c)) for a, b, c in list(csv.reader(fh))[1:]]
         args.requests, args.concurrency = previous["requests"], previous["concurrency"]
         args.batch_size = previous.get("batch_size", 1)
+        args.wyoming = previous.get("protocol") == "wyoming"
         analyse(rows, args, previous["wall_s"], previous["outcomes"])
         return
 
     port = free_port()
     env = {"STTS_WHISPER__QUEUE_SIZE": "16"}
+    wyoming_port = free_port()
+    if args.wyoming:
+        env["STTS_WYOMING_URI"] = f"tcp://127.0.0.1:{wyoming_port}"
     if args.batch_size > 1:
         env |= {
             "STTS_WHISPER__BATCH_SIZE": str(args.batch_size),
@@ -96,8 +178,14 @@ def main() -> None:
             samples.append((time.monotonic() - start, done, proc.memory_info().rss))
             stop.wait(1.0)
 
-    def send(item: tuple[str, bytes, str]) -> None:
+    def send(item: Any) -> None:
         nonlocal done
+        if args.wyoming:
+            key = send_wyoming(wyoming_port, item)
+            with lock:
+                done += 1
+                outcomes[key] = outcomes.get(key, 0) + 1
+            return
         name, data, kind = item
         timeout = httpx.Timeout(120, read=0.05) if kind == "hangup" else httpx.Timeout(300)
         try:
@@ -115,7 +203,8 @@ def main() -> None:
             outcomes[key] = outcomes.get(key, 0) + 1
 
     threading.Thread(target=sampler, daemon=True).start()
-    work = list(itertools.islice(itertools.cycle(payloads()), args.requests))
+    items: list[Any] = wyoming_payloads() if args.wyoming else payloads()
+    work = list(itertools.islice(itertools.cycle(items), args.requests))
     t0 = time.monotonic()
     try:
         with (
@@ -188,6 +277,7 @@ def analyse(
         "peak_envelope_slope_kib_per_1000_requests": envelope_slope,
         "median_slope_kib_per_1000_requests": median_slope,
         "batch_size": args.batch_size,
+        "protocol": "wyoming" if args.wyoming else "http",
         "peak_per_100_requests_mib": {
             b * 100: round(v / 1024, 1) for b, v in sorted(blocks.items())
         },
@@ -214,7 +304,8 @@ def analyse(
     ax.set_xlabel("requests completed")
     ax.set_ylabel("server RSS (MiB)")
     ax.set_title(
-        f"stts soak: {args.requests} requests (batch {args.batch_size}), 2nd half: "
+        f"stts soak ({'Wyoming' if args.wyoming else 'HTTP'}): {args.requests} requests "
+        f"(batch {args.batch_size}), 2nd half: "
         f"peak {envelope_slope:+.0f}, median {median_slope:+.0f} KiB / 1000 req",
         fontsize=9,
     )
