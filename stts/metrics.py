@@ -52,6 +52,11 @@ class _EngineCollector(Collector):
         load_time = GaugeMetricFamily(
             "stts_model_load_seconds", "Time the model took to load", labels=["engine", "model"]
         )
+        unloads = CounterMetricFamily(
+            "stts_engine_idle_unloads",
+            "Times the model was freed for being idle (idle_unload_s)",
+            labels=["engine", "model"],
+        )
         for slot in self.manager.loaded_slots():
             stats = slot.stats()
             labels = [stats.engine, stats.model]
@@ -62,7 +67,8 @@ class _EngineCollector(Collector):
             loaded.add_metric(labels, 1 if stats.state == "loaded" else 0)
             if stats.load_time_s is not None:
                 load_time.add_metric(labels, stats.load_time_s)
-        yield from (depth, in_flight, capacity, rejected, loaded, load_time)
+            unloads.add_metric(labels, stats.unloads)
+        yield from (depth, in_flight, capacity, rejected, loaded, load_time, unloads)
 
 
 class Metrics:

@@ -23,6 +23,7 @@ from stts.errors import (
     UnknownEngine,
     UnknownModel,
 )
+from stts.metrics import Metrics
 from stts.service import EngineManager
 from tests.fault_engines import AlwaysFailsEngine, LoadFailsEngine, SlowEngine
 
@@ -229,6 +230,9 @@ def test_idle_model_is_freed_never_while_busy_and_reloads_on_demand(tmp_path) ->
             time.sleep(0.02)
         assert slot.state == "unloaded" and slot.unloads == 1
         assert mgr.ready  # freed for being idle is not "not ready"
+        exposition = Metrics(mgr).render().decode()
+        assert 'stts_engine_idle_unloads_total{engine="fault-slow",model="fake"} 1.0' in exposition
+        assert 'stts_engine_loaded{engine="fault-slow",model="fake"} 0.0' in exposition
         SlowEngine.delay = 0.0
         assert mgr.transcribe(ONE_SECOND).text == "slow result"  # loads again
         assert slot.state in ("loaded", "unloaded")  # may already be idle again
