@@ -92,6 +92,7 @@ class _Utterance:
     width: int = 2
     pcm: bytearray = field(default_factory=bytearray)
     refused: SttsError | None = None  # set once; later chunks are dropped, stop answers it
+    started: bool = False  # an event of this utterance arrived: a drain waits for its answer
 
 
 def wyoming_languages(manager: EngineManager, name: str) -> list[str]:
@@ -204,6 +205,12 @@ class WyomingSession:
         self.on_result = on_result or (lambda status: None)
         self.utterance = _Utterance()
         self.limits = limits
+        self.answering = False
+
+    @property
+    def busy(self) -> bool:
+        """An utterance is under way or being answered: a graceful stop waits for it."""
+        return self.answering or self.utterance.started
 
     async def run(self) -> None:
         """Serve until the peer closes, breaks the protocol, or the server stops."""
@@ -241,11 +248,14 @@ class WyomingSession:
             await self._write(self.info.event())
         elif Transcribe.is_type(event.type):
             self._start_utterance(Transcribe.from_event(event))
+            self.utterance.started = True
         elif AudioStart.is_type(event.type):
+            self.utterance.started = True
             start = AudioStart.from_event(event)
             self._set_format(start.rate, start.width, start.channels)
             self.utterance.pcm.clear()
         elif AudioChunk.is_type(event.type):
+            self.utterance.started = True
             chunk = AudioChunk.from_event(event)
             if self.utterance.fmt is None:  # audio-start is optional: the chunk says it too
                 self._set_format(chunk.rate, chunk.width, chunk.channels)
@@ -302,9 +312,11 @@ class WyomingSession:
         # wyoming-faster-whisper: Home Assistant sends one before every utterance.
         utt, self.utterance = self.utterance, _Utterance()
         token = request_id_var.set(uuid.uuid4().hex[:16])  # log lines carry it, engine's too
+        self.answering = True
         try:
             await self._answer(utt)
         finally:
+            self.answering = False
             request_id_var.reset(token)
 
     async def _answer(self, utt: _Utterance) -> None:
@@ -384,7 +396,7 @@ class WyomingServer:
         self.limits = limits or manager.settings.audio.limits()
         self.on_result = on_result
         self._server: asyncio.Server | None = None
-        self._sessions: set[asyncio.Task[Any]] = set()
+        self._sessions: dict[asyncio.Task[Any], WyomingSession] = {}
         self._info: Any = None
 
     @property
@@ -412,22 +424,26 @@ class WyomingServer:
         )
         task = asyncio.current_task()
         if task is not None:
-            self._sessions.add(task)
+            self._sessions[task] = session
         try:
             await session.run()
         finally:
             if task is not None:
-                self._sessions.discard(task)
+                self._sessions.pop(task, None)
 
-    async def stop(self) -> None:
-        """Stop accepting, end open sessions (a transcription in flight is cancelled) and
-        remove the Unix socket file."""
+    async def stop(self, grace_s: float = 30.0) -> None:
+        """Stop accepting; give utterances under way up to ``grace_s`` to get their answer
+        (nothing lost on a graceful stop); then end every session and remove the Unix
+        socket file."""
         if self._server is not None:
             self._server.close()
+        deadline = time.monotonic() + grace_s
+        while any(s.busy for s in self._sessions.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         for task in list(self._sessions):
             task.cancel()
         if self._sessions:
-            await asyncio.wait(self._sessions, timeout=5)
+            await asyncio.wait(list(self._sessions), timeout=5)
         if self._address.scheme == "unix":
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._address.path)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
+import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -456,3 +458,58 @@ def test_fuzzed_event_streams_get_events_or_a_clean_close(
         if answer["type"] == "error":
             assert answer["code"] and "Traceback" not in answer["text"]
     assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+
+
+def test_graceful_stop_answers_utterances_under_way_and_closes_idle_ones(tmp_path: Path) -> None:
+    """FAULT-INJECTION engine (SlowEngine, 1.5 s per utterance). Stopping the server: an
+    utterance already sent still gets its transcript, one still being sent may finish and
+    gets its transcript, an idle connection is closed at once; nothing waits for the grace."""
+    from stts.engines.registry import register_engine, unregister_engine
+    from tests.fault_engines import SlowEngine
+
+    register_engine(SlowEngine.name, SlowEngine)
+    SlowEngine.delay = 1.5
+    port = free_port()
+    settings = Settings(
+        cache_dir=tmp_path,
+        engines=["fault-slow"],
+        default_engine="fault-slow",
+        wyoming_uri=f"tcp://127.0.0.1:{port}",
+        shutdown_grace_s=20,
+        plugins={"fault-slow": {"workers": 2, "queue_size": 2}},
+    )
+    one_second = _utterance(b"\x00\x00" * 16_000, 16_000, 2, 1)
+    server = LiveServer(settings).__enter__()
+
+    async def script() -> tuple[Event | None, Event | None, bytes, float]:
+        clients = [AsyncTcpClient("127.0.0.1", port) for _ in range(2)]
+        for c in clients:
+            await c.connect()
+        idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+        sent, sending = clients
+        for event in [Transcribe().event(), *one_second]:
+            await sent.write_event(event)
+        for event in [Transcribe().event(), *one_second[:-1]]:  # all but audio-stop
+            await sending.write_event(event)
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        stopper = threading.Thread(target=server.__exit__, args=(None, None, None))
+        stopper.start()
+        await asyncio.sleep(0.5)
+        await sending.write_event(one_second[-1])  # audio-stop, after the stop began
+        answers = [await asyncio.wait_for(c.read_event(), 20) for c in clients]
+        idle = await asyncio.wait_for(idle_reader.read(), 20)
+        await asyncio.to_thread(stopper.join, 30)
+        idle_writer.close()
+        for c in clients:
+            await c.disconnect()
+        return answers[0], answers[1], idle, time.monotonic() - started
+
+    try:
+        first, second, idle, took = asyncio.run(script())
+    finally:
+        unregister_engine(SlowEngine.name)
+    assert first is not None and Transcript.from_event(first).text == "slow result"
+    assert second is not None and Transcript.from_event(second).text == "slow result"
+    assert idle == b""  # closed by the server
+    assert took < 15, took  # done when the work was done, not at the 20 s grace

@@ -123,7 +123,7 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
             yield
         finally:
             if wyoming is not None:
-                await wyoming.stop()
+                await wyoming.stop(settings.shutdown_grace_s)
             if preload is not None and not preload.done():
                 await asyncio.wait({preload}, timeout=settings.shutdown_grace_s)
             if owns_manager:
