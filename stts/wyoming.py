@@ -156,8 +156,8 @@ async def read_event(reader: asyncio.StreamReader) -> Event | None:
         line = await reader.readline()  # bounded by the StreamReader's limit (64 KiB)
     except ValueError as exc:  # LimitOverrunError: a header line without an end
         raise ProtocolError("event header line too long") from exc
-    if not line:
-        return None
+    if not line.endswith(b"\n"):
+        return None  # end of stream, possibly mid-header: the peer went away
     try:
         header = json.loads(line)
         kind = header["type"]
@@ -219,6 +219,7 @@ class WyomingSession:
                 try:
                     event = await read_event(self.reader)
                 except ProtocolError as exc:
+                    logger.info("wyoming peer broke the protocol: %s", exc.message)
                     self.on_result(exc.code)
                     await self._send_error(exc)
                     return
@@ -228,6 +229,7 @@ class WyomingSession:
                     await self.handle(event)
                 except (KeyError, TypeError, ValueError) as exc:  # fields missing or mistyped
                     error = ProtocolError(f"malformed {event.type} event: {exc!r}")
+                    logger.info("wyoming peer broke the protocol: %s", error.message)
                     self.on_result(error.code)
                     await self._send_error(error)
                     return

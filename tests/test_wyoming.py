@@ -513,3 +513,32 @@ def test_graceful_stop_answers_utterances_under_way_and_closes_idle_ones(tmp_pat
     assert second is not None and Transcript.from_event(second).text == "slow result"
     assert idle == b""  # closed by the server
     assert took < 15, took  # done when the work was done, not at the 20 s grace
+
+
+@pytest.mark.parametrize(
+    ("wire", "outcome"),
+    [
+        (b'{"type": "audio-chunk", "data": {"ra', None),  # cut mid-header: the peer left
+        (b'{"type": "audio-stop"}\n', "audio-stop"),
+        (b'{"type": "audio-chunk", "payload_length": 10}\nabc', None),  # cut mid-payload
+        (b"not json\n", "protocol_error"),
+        (b'{"type": "x", "data_length": 70000}\n', "protocol_error"),
+    ],
+    ids=["cut-header", "whole", "cut-payload", "garbage", "data-too-long"],
+)
+def test_read_event_tells_a_peer_that_left_from_one_that_broke_the_protocol(
+    wire: bytes, outcome: str | None
+) -> None:
+    from stts.wyoming import ProtocolError, read_event
+
+    async def read() -> str | None:
+        reader = asyncio.StreamReader()
+        reader.feed_data(wire)
+        reader.feed_eof()
+        try:
+            event = await read_event(reader)
+        except ProtocolError as exc:
+            return exc.code
+        return event.type if event is not None else None
+
+    assert asyncio.run(read()) == outcome
