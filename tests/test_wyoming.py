@@ -542,3 +542,68 @@ def test_read_event_tells_a_peer_that_left_from_one_that_broke_the_protocol(
         return event.type if event is not None else None
 
     assert asyncio.run(read()) == outcome
+
+
+@pytest.mark.slow
+def test_python_allocations_do_not_grow_per_utterance(cache_dir: Path) -> None:
+    """tracemalloc over the whole Wyoming path (connection, events, decoding, service) for
+    200 utterances, each on its own connection as Home Assistant does, bad ones included."""
+    import gc
+    import tracemalloc
+
+    port = free_port()
+    settings = Settings(
+        cache_dir=cache_dir,
+        engines=["pocketsphinx"],
+        default_engine="pocketsphinx",
+        wyoming_uri=f"tcp://127.0.0.1:{port}",
+    )
+    pcm, rate, width, channels = _wav_pcm(corpus_file(STEREO_44K))
+    utterances = [
+        [Transcribe(language="en").event(), *_utterance(pcm, rate, width, channels)],
+        [Transcribe().event(), *_utterance(pcm[:4000], rate, 1, 1)],  # 8-bit: refused
+        [Transcribe(name="nope").event(), *_utterance(pcm[:4000], rate, 2, 1)],
+        [Transcribe().event(), *_utterance(pcm[: len(pcm) // 2], rate, width, channels)[:-1]],
+    ]  # the last one hangs up before audio-stop
+
+    async def burst(n: int) -> None:
+        for i in range(n):
+            events = utterances[i % len(utterances)]
+            client = AsyncTcpClient("127.0.0.1", port)
+            await client.connect()
+            try:
+                for event in events:
+                    await client.write_event(event)
+                if events[-1].type == "audio-stop":
+                    assert await asyncio.wait_for(client.read_event(), 60) is not None
+            finally:
+                await client.disconnect()
+
+    with LiveServer(settings) as server:
+        sessions = server.app.state.wyoming._sessions
+
+        def settle() -> None:
+            """Every session ends once its client has left (none is kept open)."""
+            deadline = time.monotonic() + 10
+            while sessions and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert not sessions, f"{len(sessions)} sessions still open after their clients left"
+            gc.collect()  # count what is still referenced, not garbage awaiting collection
+
+        asyncio.run(burst(40))  # warm-up
+        tracemalloc.start(5)
+        try:
+            asyncio.run(burst(40))
+            settle()
+            first = tracemalloc.take_snapshot()
+            asyncio.run(burst(200))
+            settle()
+            second = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+    ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
+    diff = second.filter_traces(ignore).compare_to(first.filter_traces(ignore), "filename")
+    growth = sum(stat.size_diff for stat in diff if stat.count_diff > 1)
+    top = "\n".join(str(s) for s in diff[:8])
+    print(f"Python heap growth over 200 Wyoming utterances: {growth} bytes")
+    assert growth < 256 * 1024, f"Python heap grew {growth} bytes over 200 utterances:\n{top}"
