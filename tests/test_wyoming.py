@@ -23,10 +23,12 @@ from hypothesis import strategies as st
 from stts.audio import RawFormat, decode_audio
 from stts.config import Settings
 from stts.engines.base import TranscribeOptions
+from stts.engines.registry import register_engine, unregister_engine
 from stts.evaluation import word_error_rate
 from stts.service import EngineManager
 from stts.testing import free_port
 from tests.conftest import CORPUS_ITEMS, LiveServer, corpus_file, requires_corpus
+from tests.fault_engines import SlowEngine
 
 pytest.importorskip("wyoming")
 from wyoming.asr import Transcribe, Transcript
@@ -280,25 +282,34 @@ def test_uri_is_checked_with_the_other_settings(uri: str, ok: bool) -> None:
             Settings(wyoming_uri=uri)
 
 
-def test_full_queue_gets_an_overloaded_error_and_the_running_one_its_transcript(
-    tmp_path: Path,
-) -> None:
-    """FAULT-INJECTION engine (tests/fault_engines.SlowEngine) holding the only worker, no
-    queue: a second utterance is refused with "overloaded", the first
-    still gets its transcript."""
-    from stts.engines.registry import register_engine, unregister_engine
-    from tests.fault_engines import SlowEngine
-
+@pytest.fixture
+def slow_engine() -> Iterator[None]:
+    """Registers the FAULT-INJECTION SlowEngine for one test."""
     register_engine(SlowEngine.name, SlowEngine)
-    SlowEngine.delay = 2.0
-    port = free_port()
-    settings = Settings(
+    yield
+    unregister_engine(SlowEngine.name)
+
+
+def _slow_engine_settings(tmp_path: Path, port: int, *, workers: int, queue_size: int) -> Settings:
+    """A server offering only SlowEngine, with Wyoming on ``port``."""
+    return Settings(
         cache_dir=tmp_path,
         engines=["fault-slow"],
         default_engine="fault-slow",
         wyoming_uri=f"tcp://127.0.0.1:{port}",
-        plugins={"fault-slow": {"workers": 1, "queue_size": 0}},
+        plugins={"fault-slow": {"workers": workers, "queue_size": queue_size}},
     )
+
+
+def test_full_queue_gets_an_overloaded_error_and_the_running_one_its_transcript(
+    tmp_path: Path, slow_engine: None
+) -> None:
+    """FAULT-INJECTION engine (tests/fault_engines.SlowEngine) holding the only worker, no
+    queue: a second utterance is refused with "overloaded", the first
+    still gets its transcript."""
+    SlowEngine.delay = 2.0
+    port = free_port()
+    settings = _slow_engine_settings(tmp_path, port, workers=1, queue_size=0)
     one_second = b"\x00\x00" * 16_000
 
     async def first(client: Any) -> Event:
@@ -325,12 +336,9 @@ def test_full_queue_gets_an_overloaded_error_and_the_running_one_its_transcript(
         finally:
             await client.disconnect()
 
-    try:
-        with LiveServer(settings) as server:
-            answer1, answer2 = asyncio.run(both())
-            rejected = httpx.get(f"{server.url}/metrics", timeout=5).text
-    finally:
-        unregister_engine(SlowEngine.name)
+    with LiveServer(settings) as server:
+        answer1, answer2 = asyncio.run(both())
+        rejected = httpx.get(f"{server.url}/metrics", timeout=5).text
     assert Transcript.is_type(answer1.type) and Transcript.from_event(answer1).text == "slow result"
     assert Error.is_type(answer2.type) and Error.from_event(answer2).code == "overloaded"
     assert 'stts_wyoming_requests_total{result="overloaded"} 1.0' in rejected
@@ -460,24 +468,16 @@ def test_fuzzed_event_streams_get_events_or_a_clean_close(
     assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
 
 
-def test_graceful_stop_answers_utterances_under_way_and_closes_idle_ones(tmp_path: Path) -> None:
+def test_graceful_stop_answers_utterances_under_way_and_closes_idle_ones(
+    tmp_path: Path, slow_engine: None
+) -> None:
     """FAULT-INJECTION engine (SlowEngine, 1.5 s per utterance). Stopping the server: an
     utterance already sent still gets its transcript, one still being sent may finish and
     gets its transcript, an idle connection is closed at once; nothing waits for the grace."""
-    from stts.engines.registry import register_engine, unregister_engine
-    from tests.fault_engines import SlowEngine
-
-    register_engine(SlowEngine.name, SlowEngine)
     SlowEngine.delay = 1.5
     port = free_port()
-    settings = Settings(
-        cache_dir=tmp_path,
-        engines=["fault-slow"],
-        default_engine="fault-slow",
-        wyoming_uri=f"tcp://127.0.0.1:{port}",
-        shutdown_grace_s=20,
-        plugins={"fault-slow": {"workers": 2, "queue_size": 2}},
-    )
+    settings = _slow_engine_settings(tmp_path, port, workers=2, queue_size=2)
+    settings.shutdown_grace_s = 20
     one_second = _utterance(b"\x00\x00" * 16_000, 16_000, 2, 1)
     server = LiveServer(settings).__enter__()
 
@@ -505,10 +505,7 @@ def test_graceful_stop_answers_utterances_under_way_and_closes_idle_ones(tmp_pat
             await c.disconnect()
         return answers[0], answers[1], idle, time.monotonic() - started
 
-    try:
-        first, second, idle, took = asyncio.run(script())
-    finally:
-        unregister_engine(SlowEngine.name)
+    first, second, idle, took = asyncio.run(script())
     assert first is not None and Transcript.from_event(first).text == "slow result"
     assert second is not None and Transcript.from_event(second).text == "slow result"
     assert idle == b""  # closed by the server
