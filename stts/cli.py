@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 from enum import Enum
@@ -312,6 +313,11 @@ def serve(
     config_ = server_config(application, settings)
     server = _draining_server_class()(config_, application)
     server.run()
+    if application.state.workers_left:
+        # An engine call that cannot be interrupted outlived the grace period; its
+        # request was answered already. Waiting for it would break shutdown_grace_s.
+        logging.shutdown()
+        os._exit(0)
     raise typer.Exit(0)
 
 
@@ -326,7 +332,7 @@ def _draining_server_class() -> Any:
             self.application = application
 
         def handle_exit(self, sig: int, frame: object) -> None:
-            self.application.state.draining = True  # type: ignore[attr-defined]
+            self.application.state.stop.request()  # type: ignore[attr-defined]
             super().handle_exit(sig, frame)  # type: ignore[arg-type]
             # A drained SIGTERM is a clean stop: exit 0 instead of re-raising the signal.
             if sig == signal.SIGTERM:

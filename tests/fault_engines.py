@@ -10,6 +10,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
+
 from stts.engines.base import (
     Availability,
     Cancelled,
@@ -25,6 +27,12 @@ from stts.transcript import Segment, Transcript
 if TYPE_CHECKING:
     from stts.audio import AudioArray
     from stts.config import Settings
+
+
+# Audio for the fakes: a quiet 440 Hz tone, one second at 16 kHz. Not silence: stts
+# answers digital silence with "" without running an engine at all.
+TONE_SECOND = (0.1 * np.sin(2 * np.pi * 440 * np.arange(16_000) / 16_000)).astype(np.float32)
+TONE_SECOND_PCM16 = (TONE_SECOND * 32767).astype("<i2").tobytes()
 
 
 class FaultEngine(Engine):
@@ -120,3 +128,21 @@ class SlowEngine(FaultEngine):
         finally:
             with cls._lock:
                 cls.active -= 1
+
+
+class FailsMidStreamEngine(FaultEngine):
+    """Hands out one segment, then raises (an engine that breaks part-way)."""
+
+    name = "fault-fails-mid-stream"
+
+    def transcribe(
+        self,
+        audio: AudioArray,
+        options: TranscribeOptions,
+        *,
+        on_segment: SegmentCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Transcript:
+        if on_segment is not None:
+            on_segment(Segment(0, 0.0, 0.5, "partial words"))
+        raise RuntimeError("injected failure after the first segment")

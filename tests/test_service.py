@@ -8,7 +8,6 @@ import concurrent.futures
 import time
 from collections.abc import Iterator
 
-import numpy as np
 import pytest
 
 from stts.config import Settings
@@ -25,9 +24,9 @@ from stts.errors import (
 )
 from stts.metrics import Metrics
 from stts.service import EngineManager
-from tests.fault_engines import AlwaysFailsEngine, LoadFailsEngine, SlowEngine
+from tests.fault_engines import TONE_SECOND, AlwaysFailsEngine, LoadFailsEngine, SlowEngine
 
-ONE_SECOND = np.zeros(16000, np.float32)
+ONE_SECOND = TONE_SECOND
 
 
 @pytest.fixture(autouse=True)

@@ -7,16 +7,28 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from fastapi import Request, UploadFile
 
 from stts.audio import DecodedAudio, RawFormat, decode_audio
 from stts.engines.base import CancelToken, TranscribeOptions
-from stts.errors import AudioTooLarge, Cancelled, InvalidRequest, SttsError
+from stts.errors import (
+    AudioTooLarge,
+    Cancelled,
+    InvalidRequest,
+    SttsError,
+    TranscriptionTimeout,
+)
 from stts.logs import record_timing, timings_var
-from stts.service import EngineManager, SlotKey
+from stts.service import (
+    EngineManager,
+    LanguageGuess,
+    Reservation,
+    SlotKey,
+    shutting_down,
+)
 from stts.transcript import Segment, Transcript
 
 logger = logging.getLogger(__name__)
@@ -70,19 +82,145 @@ def raw_format_from_content_type(content_type: str | None) -> RawFormat | None:
     return RawFormat(sample_rate=rate, channels=channels, encoding="s16le")
 
 
-async def decode_upload(
-    manager: EngineManager, key: SlotKey, data: bytes, raw: RawFormat | None
-) -> DecodedAudio:
-    """Decode off the event loop, after checking the engine has room (no wasted decoding)."""
-    slot = manager.slot(key)
-    if not slot.has_room():
-        raise slot.reject()
-    limits = manager.settings.audio.limits()
-    started = time.perf_counter()
-    try:
-        return await asyncio.to_thread(decode_audio, data, raw=raw, limits=limits)
-    finally:
-        record_timing("decode", time.perf_counter() - started)
+class Admitted:
+    """One request's place on its engine, held from before decoding to the end.
+
+    ``async with Admitted(request, manager, key) as work:`` refuses at once (503
+    Overloaded / ShuttingDown) when the engine has no room, before anything is decoded;
+    then ``await work.decode(...)`` and ``await work.run(...)`` or ``work.stream(...)``.
+    Decoding is cancelled when the client leaves, the graceful stop runs out of time or
+    ``decode_timeout_s`` passes, and its time counts against the request's deadline; the
+    place is freed when the engine job really ends.
+    """
+
+    def __init__(self, request: Request, manager: EngineManager, key: SlotKey) -> None:
+        self.request = request
+        self.manager = manager
+        self.key = key
+        self.cancel = CancelToken()
+        self.engine: SlotKey = key
+        self._reservation: Reservation | None = None
+        self._started = 0.0
+
+    async def __aenter__(self) -> Admitted:
+        self._reservation = self.manager.reserve(self.key)
+        self._started = time.perf_counter()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._reservation is not None:
+            self._reservation.release()  # no-op once a job owns the place
+
+    @property
+    def reservation(self) -> Reservation:
+        """The held place (only inside ``async with``)."""
+        assert self._reservation is not None, "use Admitted as an async context manager"
+        return self._reservation
+
+    def _stopped(self) -> bool:
+        return self.cancel.cancelled or self.manager.aborted
+
+    async def decode(self, data: bytes, raw: RawFormat | None) -> DecodedAudio:
+        """Decode off the event loop; stopped by a disconnect, the stop or the deadline."""
+        limits = self.manager.settings.audio.limits()
+        budget = self.manager.settings.decode_timeout_s
+        started = time.perf_counter()
+        job = asyncio.ensure_future(
+            asyncio.to_thread(decode_audio, data, raw=raw, limits=limits, cancel=self._stopped)
+        )
+        watcher = asyncio.ensure_future(_wait_disconnect(self.request))
+        try:
+            done, _ = await asyncio.wait(
+                {job, watcher}, timeout=budget, return_when=asyncio.FIRST_COMPLETED
+            )
+        except asyncio.CancelledError:
+            self.cancel.cancel()
+            raise
+        finally:
+            watcher.cancel()
+            record_timing("decode", time.perf_counter() - started)
+        if job in done:
+            if self.manager.aborted and job.exception() is not None:
+                raise shutting_down("the server is shutting down; the request was stopped")
+            return job.result()
+        # Stop the decoder at its next frame and wait for it, so the place is not freed
+        # while its memory is still in use.
+        self.cancel.cancel()
+        with contextlib.suppress(SttsError):
+            await job
+        if watcher in done:
+            raise Cancelled("the client disconnected")
+        raise TranscriptionTimeout(f"decoding took longer than {budget:.0f} s and was stopped")
+
+    async def run(self, audio: DecodedAudio, options: TranscribeOptions) -> Timed:
+        """Transcribe in the held place, stopping the engine if the client disconnects."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        job = asyncio.ensure_future(
+            self.manager.transcribe_async(
+                audio,
+                options=options,
+                cancel=self.cancel,
+                reservation=self.reservation,
+                spent_s=time.perf_counter() - self._started,
+            )
+        )
+        watcher = asyncio.ensure_future(_wait_disconnect(self.request))
+        try:
+            await asyncio.wait({job, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if not job.done():
+            self.cancel.cancel()
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError, SttsError):
+                await job
+            logger.info("client disconnected; transcription on %s stopped", self.key[0])
+            raise Cancelled("the client disconnected")
+        seconds = loop.time() - started
+        timings = timings_var.get()
+        if timings is not None:  # the worker recorded "engine"; the rest was waiting
+            timings["queue"] = max(0.0, seconds * 1000.0 - timings.get("engine", 0.0))
+        return Timed(job.result(), seconds)
+
+    async def detect_language(self, audio: DecodedAudio, top: int) -> LanguageGuess:
+        """Identify the language in the held place."""
+        return await self.manager.detect_language_async(
+            audio, top=top, reservation=self.reservation
+        )
+
+    async def stream(self, audio: DecodedAudio, options: TranscribeOptions) -> AsyncIterator[str]:
+        """OpenAI's streaming events, started: the first event is already decoded.
+
+        Errors before the first event are raised (the route answers them with their
+        status); once the stream has begun, an error is its last event. ``self.engine``
+        names the engine that answered as soon as this returns.
+        """
+        events = _transcription_events(self, audio, options)
+        first = asyncio.ensure_future(anext(events))
+        watcher = asyncio.ensure_future(_wait_disconnect(self.request))
+        try:
+            await asyncio.wait({first, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if not first.done():
+            first.cancel()
+            with contextlib.suppress(asyncio.CancelledError, SttsError):
+                await first
+            await events.aclose()
+            raise Cancelled("the client disconnected")
+        try:
+            head = first.result()
+        except BaseException:
+            await events.aclose()
+            raise
+        return _prepend(head, events)
+
+
+async def _prepend(head: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
+    yield head
+    async for item in rest:
+        yield item
 
 
 async def _wait_disconnect(request: Request) -> None:
@@ -101,66 +239,34 @@ class Timed:
     seconds: float
 
 
-async def run_transcription(
-    request: Request,
-    manager: EngineManager,
-    audio: DecodedAudio,
-    key: SlotKey,
-    options: TranscribeOptions,
-) -> Timed:
-    """Transcribe, stopping the engine if the client disconnects first."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    cancel = CancelToken()
-    job = asyncio.ensure_future(
-        manager.transcribe_async(audio, engine=key[0], model=key[1], options=options, cancel=cancel)
-    )
-    watcher = asyncio.ensure_future(_wait_disconnect(request))
-    try:
-        await asyncio.wait({job, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if not job.done():
-        cancel.cancel()
-        job.cancel()
-        with contextlib.suppress(asyncio.CancelledError, SttsError):
-            await job
-        logger.info("client disconnected; transcription on %s stopped", key[0])
-        raise Cancelled("the client disconnected")
-    seconds = loop.time() - started
-    timings = timings_var.get()
-    if timings is not None:  # the worker recorded "engine"; the rest was waiting
-        timings["queue"] = max(0.0, seconds * 1000.0 - timings.get("engine", 0.0))
-    return Timed(job.result(), seconds)
-
-
 def sse_event(payload: dict[str, object]) -> str:
     """One server-sent event carrying a JSON object."""
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-async def stream_transcription(
-    manager: EngineManager,
-    audio: DecodedAudio,
-    key: SlotKey,
-    options: TranscribeOptions,
-) -> AsyncIterator[str]:
-    """OpenAI's streaming events: ``transcript.text.delta`` per segment, then ``.done``."""
+async def _transcription_events(
+    work: Admitted, audio: DecodedAudio, options: TranscribeOptions
+) -> AsyncGenerator[str, None]:
+    """``transcript.text.delta`` per segment, then ``.done``; errors after the first
+    event become an ``error`` event (before it, they are raised)."""
     loop = asyncio.get_running_loop()
     segments: asyncio.Queue[Segment | None] = asyncio.Queue()
-    cancel = CancelToken()
 
     def on_segment(segment: Segment) -> None:
         loop.call_soon_threadsafe(segments.put_nowait, segment)
 
+    def on_engine(key: SlotKey) -> None:
+        work.engine = key
+
     job = asyncio.ensure_future(
-        manager.transcribe_async(
+        work.manager.transcribe_async(
             audio,
-            engine=key[0],
-            model=key[1],
             options=options,
             on_segment=on_segment,
-            cancel=cancel,
+            cancel=work.cancel,
+            reservation=work.reservation,
+            on_engine=on_engine,
+            spent_s=time.perf_counter() - work._started,
         )
     )
     job.add_done_callback(lambda _t: segments.put_nowait(None))
@@ -173,11 +279,13 @@ async def stream_transcription(
         try:
             transcript = job.result()
         except SttsError as exc:
+            if not sent_any:
+                raise
             yield sse_event({"type": "error", **exc.to_dict()})
             return
         yield sse_event({"type": "transcript.text.done", "text": transcript.text})
     finally:
         if not job.done():
             # The client went away mid-stream: stop the engine at its next segment.
-            cancel.cancel()
+            work.cancel.cancel()
             job.cancel()

@@ -14,19 +14,19 @@ from stts.service import EngineManager
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/health", summary="Liveness")
+@router.api_route("/health", methods=["GET", "HEAD"], summary="Liveness")
 def health() -> dict[str, str]:
     """Always cheap: the process is up and serving HTTP."""
     return {"status": "ok"}
 
 
-@router.get("/ready", summary="Readiness", response_model=None)
+@router.api_route("/ready", methods=["GET", "HEAD"], summary="Readiness", response_model=None)
 def ready(
     request: Request, manager: Annotated[EngineManager, Depends(get_manager)]
 ) -> JSONResponse:
     """200 once the default engine is loaded; 503 while loading, failed or draining."""
     key = manager.resolve(None)
-    draining = manager.closed or request.app.state.draining
+    draining = manager.closed or request.app.state.stop.draining
     slot = manager.slot(key) if not draining else None
     state = slot.state if slot is not None else "shutting_down"
     body: dict[str, Any] = {"status": "ready" if state == "loaded" else state, "engine": key[0]}
