@@ -151,6 +151,15 @@ class Settings(BaseSettings):
         description="engines this server offers (comma-separated in the environment)",
     )
     default_engine: str = "whisper"
+    model_aliases: dict[str, str] = Field(
+        default_factory=lambda: {
+            "whisper-1": "whisper",
+            "gpt-4o-transcribe": "whisper",
+            "gpt-4o-mini-transcribe": "whisper",
+        },
+        description="OpenAI `model` names -> an engine or engine:model; an alias whose engine "
+        "is not enabled means the default engine",
+    )
     fallback: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="engines tried in order when the chosen one fails on good audio",

@@ -7,6 +7,7 @@ knows about HTTP::
 
     SttsError                         500 internal_error
     ├── InvalidRequest                400 invalid_request_error
+    │   ├── InvalidLanguage           400 invalid_language     (param: language)
     │   ├── UnknownEngine             404 engine_not_found
     │   └── UnknownModel              404 model_not_found
     ├── AudioError                    400 invalid_audio
@@ -27,10 +28,24 @@ knows about HTTP::
     └── ConfigError                   500 config_error         (start-up: a setting is unusable)
 
 Messages are written for the caller: they never contain stack traces or
-server-side file paths.
+server-side file paths, and what they quote of the request is cut short
+(:func:`shorten`); a message is never longer than :data:`MAX_MESSAGE_CHARS`.
+``param`` names the request field at fault, as in OpenAI's error body.
 """
 
 from __future__ import annotations
+
+MAX_MESSAGE_CHARS = 1024
+"""Longest message an error carries: a client's oversized value never comes back whole."""
+_ECHO_CHARS = 64
+
+
+def shorten(value: object, limit: int = _ECHO_CHARS) -> str:
+    """A request value fit to quote in a message: its repr, cut to ``limit`` chars + "…"."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > limit:
+        return repr(text[:limit]) + "…"
+    return repr(text)
 
 
 class SttsError(Exception):
@@ -39,15 +54,30 @@ class SttsError(Exception):
     status_code: int = 500
     error_type: str = "server_error"
     code: str = "internal_error"
+    param: str | None = None
+    """The request field at fault (``language``, ``model``...), or None."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, param: str | None = None
+    ) -> None:
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[: MAX_MESSAGE_CHARS - 1] + "…"
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        if param is not None:
+            self.param = param
 
     def to_dict(self) -> dict[str, object]:
-        """The OpenAI-style error body: ``{"error": {"message", "type", "code"}}``."""
-        return {"error": {"message": self.message, "type": self.error_type, "code": self.code}}
+        """The OpenAI error body: ``{"error": {"message", "type", "param", "code"}}``."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
 
 class InvalidRequest(SttsError):
@@ -56,6 +86,13 @@ class InvalidRequest(SttsError):
     status_code = 400
     error_type = "invalid_request_error"
     code = "invalid_request"
+
+
+class InvalidLanguage(InvalidRequest):
+    """The requested language is not one the chosen engine (and model) recognises."""
+
+    code = "invalid_language"
+    param = "language"
 
 
 class UnknownEngine(InvalidRequest):
@@ -70,6 +107,7 @@ class UnknownModel(InvalidRequest):
 
     status_code = 404
     code = "model_not_found"
+    param = "model"
 
 
 class AudioError(SttsError):

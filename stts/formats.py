@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from typing import Any
 
+from stts.languages import language_name
 from stts.transcript import Transcript
 
 
@@ -85,18 +87,50 @@ def to_vtt(transcript: Transcript) -> str:
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
-def to_json(transcript: Transcript) -> dict[str, Any]:
-    """OpenAI's ``json`` response: just the text."""
-    return {"text": transcript.text}
+def usage(transcript: Transcript) -> dict[str, Any]:
+    """OpenAI's ``usage`` for models billed by duration: the audio's whole seconds, rounded
+    up (as whisper-1 reports them)."""
+    return {"type": "duration", "seconds": math.ceil(round(transcript.duration, 3))}
+
+
+def logprobs(transcript: Transcript) -> list[dict[str, Any]]:
+    """OpenAI's ``logprobs``, one entry per word: the log of the engine's word probability.
+
+    Only for engines whose words carry probabilities (``Capabilities.word_probabilities``);
+    a word without one is left out rather than reported as certain.
+    """
+    return [
+        {
+            "token": w.word,
+            "logprob": math.log(max(w.probability, 1e-12)),
+            "bytes": list(w.word.encode("utf-8")),
+        }
+        for w in transcript.words
+        if w.probability is not None
+    ]
+
+
+def to_json(transcript: Transcript, *, with_logprobs: bool = False) -> dict[str, Any]:
+    """OpenAI's ``json`` response: the text and usage (and logprobs when asked)."""
+    body: dict[str, Any] = {"text": transcript.text}
+    if with_logprobs:
+        body["logprobs"] = logprobs(transcript)
+    body["usage"] = usage(transcript)
+    return body
 
 
 def to_verbose_json(
     transcript: Transcript, *, words: bool = True, segments: bool = True
 ) -> dict[str, Any]:
-    """OpenAI's ``verbose_json``: task, language, duration, text, segments, words."""
+    """OpenAI's ``verbose_json``: task, language, duration, text, segments, words, usage.
+
+    ``language`` is the name OpenAI writes (``english``). Engines that have no confidence
+    figures report ``avg_logprob``, ``no_speech_prob`` and ``compression_ratio`` as null:
+    0.0 would read as full confidence.
+    """
     body: dict[str, Any] = {
         "task": transcript.task,
-        "language": transcript.language or "",
+        "language": language_name(transcript.language) or transcript.language or "",
         "duration": transcript.duration,
         "text": transcript.text,
     }
@@ -104,22 +138,21 @@ def to_verbose_json(
         body["segments"] = [
             {
                 "id": seg.id,
-                "seek": 0,
+                "seek": seg.seek if seg.seek is not None else round(seg.start * 100),
                 "start": seg.start,
                 "end": seg.end,
                 "text": seg.text,
-                "tokens": [],
+                "tokens": list(seg.tokens),
                 "temperature": seg.temperature if seg.temperature is not None else 0.0,
-                "avg_logprob": seg.avg_logprob if seg.avg_logprob is not None else 0.0,
-                "compression_ratio": (
-                    seg.compression_ratio if seg.compression_ratio is not None else 0.0
-                ),
-                "no_speech_prob": seg.no_speech_prob if seg.no_speech_prob is not None else 0.0,
+                "avg_logprob": seg.avg_logprob,
+                "compression_ratio": seg.compression_ratio,
+                "no_speech_prob": seg.no_speech_prob,
             }
             for seg in transcript.segments
         ]
     if words and transcript.words:
         body["words"] = [{"word": w.word, "start": w.start, "end": w.end} for w in transcript.words]
+    body["usage"] = usage(transcript)
     return body
 
 

@@ -471,6 +471,20 @@ class EngineManager:
         """Seconds a request may take: a fixed part plus a part per second of audio."""
         return self.settings.timeout_base_s + self.settings.timeout_per_audio_s * audio_seconds
 
+    def check_options(self, key: SlotKey, options: TranscribeOptions) -> TranscribeOptions:
+        """``options`` with the language normalised (``en-US``, ``english`` -> ``en``), or
+        InvalidLanguage (400) if the engine doesn't know it: call before reading audio."""
+        from stts.languages import check_language  # lead: hoist to the imports
+
+        if options.language is None:
+            return options
+        slot = self._slots.get(key)
+        caps = slot.capabilities if slot is not None else None
+        if caps is None:  # not loaded yet: the engine answers from its files, loading nothing
+            caps = get_engine_class(key[0])(self.settings, key[1]).capabilities
+        language = check_language(options.language, caps.languages, key[0], key[1])
+        return replace(options, language=language)
+
     # -- transcription --------------------------------------------------------
 
     @staticmethod

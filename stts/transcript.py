@@ -28,6 +28,11 @@ class Segment:
     no_speech_prob: float | None = None
     temperature: float | None = None
     compression_ratio: float | None = None
+    """The four above are the decoder's own figures; None from engines that have none."""
+    seek: int | None = None
+    """Whisper: the 10 ms frame where the window this segment was decoded from begins."""
+    tokens: tuple[int, ...] = ()
+    """Whisper: the token ids of the segment's text."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,12 +154,23 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Field names and plain reasons only: never the input, never Python internals
+        # (pydantic's messages may quote types, e.g. "received: <class 'str'>").
         problems = []
+        params: list[str] = []
         for err in exc.errors()[:5]:
-            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-            problems.append(f"{where}: {err.get('msg', 'invalid')}")
+            loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+            names = [p for p in loc if p not in ("query", "header", "path", "cookie")]
+            if names and not names[0].isdigit():
+                params.append(names[0].removesuffix("[]"))
+            msg = str(err.get("msg", "invalid"))
+            if "<class" in msg or "Traceback" in msg:
+                msg = "must be a file upload" if "UploadFile" in msg else "has the wrong type"
+            problems.append(f"{'.'.join(loc)[:64]}: {msg[:200]}")
         message = "invalid request: " + "; ".join(problems)
-        return plain_error(400, message, "invalid_request_error", "invalid_request")
+        return plain_error(
+            400, message, "invalid_request_error", "invalid_request", params[0] if params else None
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

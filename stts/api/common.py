@@ -21,6 +21,7 @@ from stts.errors import (
     SttsError,
     TranscriptionTimeout,
 )
+from stts.formats import usage
 from stts.logs import record_timing, timings_var
 from stts.service import (
     EngineManager,
@@ -283,7 +284,9 @@ async def _transcription_events(
                 raise
             yield sse_event({"type": "error", **exc.to_dict()})
             return
-        yield sse_event({"type": "transcript.text.done", "text": transcript.text})
+        yield sse_event(
+            {"type": "transcript.text.done", "text": transcript.text, "usage": usage(transcript)}
+        )
     finally:
         if not job.done():
             # The client went away mid-stream: stop the engine at its next segment.

@@ -30,8 +30,18 @@ SegmentCallback = Callable[[Segment], None]
 
 
 @dataclass(frozen=True, slots=True)
+class VadParameters:
+    """How voice activity detection cuts the audio (OpenAI's ``server_vad`` chunking)."""
+
+    threshold: float | None = None
+    min_silence_ms: int | None = None
+    speech_pad_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TranscribeOptions:
-    """Per-request options, the same for every engine; engines ignore what they cannot do."""
+    """Per-request options, the same for every engine; engines ignore what they cannot do
+    (faces refuse, up front, what an engine's capabilities say it cannot do)."""
 
     language: str | None = None
     task: Task = "transcribe"
@@ -40,6 +50,8 @@ class TranscribeOptions:
     initial_prompt: str | None = None
     vad_filter: bool | None = None
     word_timestamps: bool = False
+    vad: VadParameters | None = None
+    """Only with ``vad_filter``, for engines whose capabilities say ``vad``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +59,15 @@ class Capabilities:
     """What an engine can do, declared honestly."""
 
     languages: frozenset[str] | None = None
-    """Languages it recognises; ``None`` means many (multilingual model), an empty set
-    one language that the model defines and the operator has not named."""
+    """Languages it recognises (codes as :func:`stts.languages.normalize_language` gives
+    them); ``None`` means many, not listed, an empty set one language that the model
+    defines and the operator has not named. Requests for others are refused (400)."""
     word_timestamps: bool = False
+    word_probabilities: bool = False
+    """Its words carry the model's own probabilities (OpenAI's ``include[]=logprobs``)."""
+    vad: bool = False
+    """It can cut the audio at speech pauses found by voice activity detection, with
+    :class:`VadParameters` (OpenAI's ``chunking_strategy``)."""
     translation: bool = False
     language_detection: bool = False
     streaming: bool = False
@@ -64,6 +82,8 @@ class Capabilities:
                 else sorted(self.languages) or "one, set by the model"
             ),
             "word_timestamps": self.word_timestamps,
+            "word_probabilities": self.word_probabilities,
+            "vad": self.vad,
             "translation": self.translation,
             "language_detection": self.language_detection,
             "streaming": self.streaming,

@@ -34,6 +34,7 @@ from stts.engines.base import (
     probe_model_dir,
 )
 from stts.errors import EngineUnavailable
+from stts.languages import normalize_language
 from stts.transcript import Segment, Transcript, Word
 
 if TYPE_CHECKING:
@@ -112,7 +113,9 @@ class VoskEngine(Engine):
         """One language per model, word timings, no translation; recognisers per request."""
         language = self.settings.vosk.language
         return Capabilities(
-            languages=frozenset({language}) if language else frozenset(),
+            languages=frozenset({normalize_language(language) or language})
+            if language
+            else frozenset(),
             word_timestamps=True,
             translation=False,
             language_detection=False,

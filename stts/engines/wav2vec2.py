@@ -34,6 +34,7 @@ from stts.engines.base import (
     probe_model_dir,
 )
 from stts.errors import EngineUnavailable
+from stts.languages import normalize_language
 from stts.transcript import Transcript, Word, segments_from_words
 
 if TYPE_CHECKING:
@@ -119,8 +120,11 @@ class Wav2Vec2Engine(Engine):
         """The model's one language, word timings from CTC frames, no translation."""
         language = self.settings.wav2vec2.language
         return Capabilities(
-            languages=frozenset({language}) if language else frozenset(),
+            languages=frozenset({normalize_language(language) or language})
+            if language
+            else frozenset(),
             word_timestamps=True,
+            word_probabilities=True,
             translation=False,
             language_detection=False,
             streaming=False,

@@ -13,6 +13,7 @@ and that directory is what CTranslate2 loads; nothing is fetched from a model hu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import json
 import logging
@@ -32,9 +33,11 @@ from stts.engines.base import (
     Engine,
     SegmentCallback,
     TranscribeOptions,
+    VadParameters,
 )
 from stts.engines.whisper_batching import BatchKey, WhisperBatcher, whisper_segment
 from stts.errors import EngineUnavailable, InvalidRequest, UnknownModel
+from stts.languages import check_language
 from stts.transcript import Segment, Transcript, join_segment_texts
 
 if TYPE_CHECKING:
@@ -153,6 +156,52 @@ def assemble_embedded_model(model: EmbeddedModel, cache_dir: Path) -> Path:
     return target
 
 
+def _vad_parameters(vad: VadParameters | None) -> dict[str, float] | None:
+    """faster-whisper's VadOptions fields for the ones a request set."""
+    if vad is None:
+        return None
+    named = {
+        "threshold": vad.threshold,
+        "min_silence_duration_ms": vad.min_silence_ms,
+        "speech_pad_ms": vad.speech_pad_ms,
+    }
+    return {k: v for k, v in named.items() if v is not None} or None
+
+
+@functools.lru_cache(maxsize=32)
+def _languages_in(config: Path, tokenizer: Path) -> frozenset[str]:
+    """The language tokens a converted model decodes: its config's ``lang_ids``, named by
+    its tokenizer (base has 99, large-v3 adds ``yue``); English-only models have none."""
+    lang_ids = json.loads(config.read_text()).get("lang_ids") or []
+    if not lang_ids:
+        return frozenset({"en"})
+    added = json.loads(tokenizer.read_text())["added_tokens"]
+    names = {int(t["id"]): str(t["content"]) for t in added}
+    return frozenset(names[i][2:-2] for i in lang_ids if names.get(i, "").startswith("<|"))
+
+
+def model_languages(settings: Settings, model: str) -> frozenset[str] | None:
+    """Languages of a Whisper model, read from its files without loading it; None when
+    its files can't be found or read (the load will say why)."""
+    try:
+        source = WhisperEngine.resolve_source(settings, model)
+    except (UnknownModel, EngineUnavailable):
+        return None
+    if isinstance(source, EmbeddedModel):
+        files = _embedded_sources(source) or {}
+        parts = files.get("config.json", []), files.get("tokenizer.json", [])
+        if any(len(p) != 1 for p in parts):
+            return None
+        config, tokenizer = parts[0][0], parts[1][0]
+    else:
+        config, tokenizer = source / "config.json", source / "tokenizer.json"
+    try:
+        return _languages_in(config, tokenizer) or None
+    except (OSError, ValueError, KeyError, TypeError):
+        logger.warning("cannot read the languages of Whisper model %r", model)
+        return None
+
+
 class WhisperEngine(Engine):
     """faster-whisper on CTranslate2: multilingual, translation, word timestamps."""
 
@@ -164,6 +213,8 @@ class WhisperEngine(Engine):
         self._model: Any = None
         self._batcher: WhisperBatcher | None = None
         self._multilingual = not self.model.endswith(".en")
+        self._languages: frozenset[str] | None = None
+        self._languages_read = False
 
     @classmethod
     def default_model(cls, settings: Settings) -> str:
@@ -221,11 +272,24 @@ class WhisperEngine(Engine):
         raise UnknownModel(f"unknown Whisper model {model!r}")
 
     @property
+    def languages(self) -> frozenset[str] | None:
+        """The languages this model really decodes (from its files; read once)."""
+        if not self._multilingual:
+            return frozenset({"en"})
+        if not self._languages_read:
+            self._languages = model_languages(self.settings, self.model)
+            self._languages_read = True
+        return self._languages
+
+    @property
     def capabilities(self) -> Capabilities:
         """Multilingual models translate and detect language; ``.en`` models do not."""
         return Capabilities(
-            languages=None if self._multilingual else frozenset({"en"}),
+            languages=self.languages,
             word_timestamps=True,
+            word_probabilities=True,
+            # The batched path cuts windows at quiet points itself and has no VAD step.
+            vad=self.settings.whisper.batch_size == 1,
             translation=self._multilingual,
             language_detection=self._multilingual,
             streaming=True,
@@ -283,9 +347,9 @@ class WhisperEngine(Engine):
             if options.temperature is not None
             else (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
         )
-        language = options.language
-        if language and not self._multilingual and language != "en":
-            language = "en"
+        # Faces check the language before reading the audio; this keeps the library and
+        # CLI from reaching faster-whisper with one it would reject (or decode as garbage).
+        language = check_language(options.language, self.languages, self.name, self.model)
         if self._batcher is not None:
             return self._transcribe_batched(audio, options, language, on_segment, cancel)
         segments_iter, info = self._model.transcribe(
@@ -296,6 +360,7 @@ class WhisperEngine(Engine):
             temperature=temperature,
             initial_prompt=options.initial_prompt or None,
             vad_filter=cfg.vad_filter if options.vad_filter is None else options.vad_filter,
+            vad_parameters=_vad_parameters(options.vad),
             word_timestamps=options.word_timestamps,
         )
         segments: list[Segment] = []

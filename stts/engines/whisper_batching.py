@@ -61,6 +61,8 @@ def whisper_segment(
         no_speech_prob=float(seg["no_speech_prob"]),
         temperature=temperature,
         compression_ratio=float(seg["compression_ratio"]),
+        seek=int(seg["seek"]) if seg.get("seek") is not None else None,
+        tokens=tuple(int(t) for t in seg.get("tokens") or ()),
     )
 
 
