@@ -132,6 +132,15 @@ class RateLimitSettings(BaseModel):
         default_factory=dict, description="key name -> requests per minute (overrides the rate)"
     )
     max_clients: int = Field(10_000, ge=1, description="buckets kept (least recently used dropped)")
+    auth_failures_burst: int = Field(
+        10, ge=1, description="wrong API keys a client address may send before it gets 429"
+    )
+    auth_failures_per_minute: float = Field(
+        6,
+        ge=0,
+        description="refill of the wrong-key allowance per client address while API keys are "
+        "set; 0 turns this limit off",
+    )
 
 
 class Settings(BaseSettings):
@@ -180,7 +189,14 @@ class Settings(BaseSettings):
         description="glibc malloc arenas of `stts serve` (0: glibc's default of 8 per core)",
     )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list, description="accepted API keys, 'name:key' or 'key', comma-separated"
+        default_factory=list,
+        description="accepted API keys, each taken whole (never split), named key1..keyN; "
+        "comma-separated in the environment",
+    )
+    named_api_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="accepted API keys by name (STTS_NAMED_API_KEYS__alice=..., or a TOML "
+        "table); names are what rate_limit.per_key refers to",
     )
     api_keys_file: Path | None = Field(
         None, description="file of '[name] <sha256 hex>' lines: hashed keys"
@@ -194,6 +210,11 @@ class Settings(BaseSettings):
         "or unix:///path; needs the wyoming extra",
     )
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="browser origins allowed to call the API (scheme://host[:port], or '*'); "
+        "none: no CORS headers at all",
+    )
 
     audio: AudioSettings = Field(default_factory=AudioSettings)
     whisper: WhisperSettings = Field(default_factory=WhisperSettings)
@@ -204,9 +225,23 @@ class Settings(BaseSettings):
         default_factory=dict, description="settings of third-party engines, by engine name"
     )
 
-    _split = field_validator("engines", "fallback", "api_keys", "trusted_proxies", mode="before")(
-        _split_commas
-    )
+    _split = field_validator(
+        "engines", "fallback", "api_keys", "trusted_proxies", "cors_origins", mode="before"
+    )(_split_commas)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _cors_origins(cls, value: list[str]) -> list[str]:
+        # Browsers send Origin as scheme://host[:port]; anything else would never match.
+        for origin in value:
+            parsed = urlsplit(origin)
+            if origin != "*" and (
+                parsed.scheme not in ("http", "https")
+                or not parsed.netloc
+                or origin != f"{parsed.scheme}://{parsed.netloc}"
+            ):
+                raise ValueError(f"{origin!r} is not an origin: use scheme://host[:port] or '*'")
+        return value
 
     @field_validator("wyoming_uri")
     @classmethod

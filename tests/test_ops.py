@@ -43,7 +43,8 @@ def keyed_server(
         cache_dir=settings.cache_dir,
         engines=["pocketsphinx"],
         default_engine="pocketsphinx",
-        api_keys=["alice:secret-alice", "plain-key"],
+        api_keys=["plain-key"],
+        named_api_keys={"alice": "secret-alice"},
         api_keys_file=key_file,
         rate_limit={"requests_per_minute": 60, "burst": 3, "per_key": {"bob": 6000}},
     )

@@ -20,12 +20,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stts import __version__
 from stts.api import legacy, ops
 from stts.api import openai as openai_routes
-from stts.api.edge import Guard, RequestContext
+from stts.api.edge import Guard, RequestContext, cors_options, load_api_keys
 from stts.api.responses import error_response, plain_error
 from stts.config import Settings
 from stts.errors import AudioTooLarge, SttsError
@@ -188,12 +189,16 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
     app.include_router(openai_routes.router)
     app.include_router(legacy.router)
     app.include_router(ops.router)
-    # Added innermost first: RequestContext -> Guard -> BodySizeLimit -> routes.
+    # Added innermost first: CORS -> RequestContext -> Guard -> BodySizeLimit -> routes.
+    # CORS outermost: preflights need no key and every answer (401, 429, 413, the draining
+    # 503) carries its headers. Keys are read here so a bad key setting fails create_app.
     app.add_middleware(BodySizeLimit, max_bytes=settings.audio.max_bytes + _FORM_OVERHEAD_BYTES)
-    app.add_middleware(Guard, settings=settings)
+    app.add_middleware(Guard, settings=settings, keys=load_api_keys(settings))
     app.add_middleware(
         RequestContext, metrics=metrics, is_draining=lambda: bool(app.state.draining)
     )
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, **cors_options(settings))
     return app
 
 

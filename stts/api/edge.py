@@ -18,12 +18,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stts.api.responses import error_response
 from stts.config import Settings
-from stts.errors import InvalidRequest, RateLimited, ShuttingDown, Unauthorized
+from stts.errors import ConfigError, RateLimited, ShuttingDown, Unauthorized
 from stts.logs import request_id_var, timings_var
 from stts.metrics import Metrics
 
@@ -31,7 +32,7 @@ access_log = logging.getLogger("stts.access")
 
 OPEN_PATHS = frozenset({"/health", "/ready"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-_NAMED_KEY = re.compile(r"^([A-Za-z0-9_.-]{1,64}):(.+)$")
+_KEY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -39,6 +40,45 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+def _header_lines(scope: Scope, name: bytes) -> list[str]:
+    """Every line of a header that may be repeated, in the order received."""
+    return [value.decode("latin-1") for key, value in scope.get("headers", []) if key == name]
+
+
+class CorsOptions(TypedDict):
+    """Keyword arguments of Starlette's CORSMiddleware."""
+
+    allow_origins: list[str]
+    allow_methods: list[str]
+    allow_headers: list[str]
+    expose_headers: list[str]
+    allow_credentials: bool
+    max_age: int
+
+
+def cors_options(settings: Settings) -> CorsOptions:
+    """Starlette CORSMiddleware options for settings.cors_origins.
+
+    No credentials mode: keys travel in headers, never in cookies, so a browser app sends
+    them with a plain fetch and ``*`` stays usable.
+    """
+    return {
+        "allow_origins": settings.cors_origins,
+        "allow_methods": ["GET", "HEAD", "POST"],
+        "allow_headers": ["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+        "expose_headers": [
+            "X-STT-Engine",
+            "X-STT-Model",
+            "X-STT-Fallback",
+            "X-Request-ID",
+            "Retry-After",
+            "Server-Timing",
+        ],
+        "allow_credentials": False,
+        "max_age": 600,
+    }
 
 
 class RequestContext:
@@ -129,11 +169,20 @@ class TokenBuckets:
 
     def take(self, identity: str, per_minute: float | None = None) -> float:
         """0 if a token was taken, else the seconds until one is available."""
+        return self._use(identity, per_minute, take=True)
+
+    def peek(self, identity: str) -> float:
+        """0 if a token is available (none is taken), else the seconds until one is."""
+        return self._use(identity, None, take=False)
+
+    def _use(self, identity: str, per_minute: float | None, *, take: bool) -> float:
         rate = (per_minute if per_minute is not None else self.per_minute) / 60.0
         if rate <= 0:
             return 0.0
         now = time.monotonic()
         with self._lock:
+            if not take and identity not in self._buckets:
+                return 0.0  # a full bucket: no need to keep one
             bucket = self._buckets.pop(identity, None) or _Bucket(float(self.burst), now)
             bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.updated) * rate)
             bucket.updated = now
@@ -141,60 +190,121 @@ class TokenBuckets:
             while len(self._buckets) > self.max_clients:
                 self._buckets.popitem(last=False)
             if bucket.tokens >= 1.0:
-                bucket.tokens -= 1.0
+                if take:
+                    bucket.tokens -= 1.0
                 return 0.0
             return (1.0 - bucket.tokens) / rate
 
 
 def load_api_keys(settings: Settings) -> dict[str, bytes]:
-    """Key name -> SHA-256 digest, from STTS_API_KEYS and the hashed-keys file."""
-    keys: dict[str, bytes] = {}
+    """Key name -> SHA-256 digest from api_keys, named_api_keys and api_keys_file.
+
+    ``api_keys`` entries are whole keys (a ``:`` inside one is part of the key), named
+    ``key1``..``keyN``. A name or a key given twice, across all three sources, is a
+    ConfigError; messages name the sources and names, never a key.
+    """
+    entries: list[tuple[str, str, bytes]] = []  # (name, where it came from, digest)
     for index, secret in enumerate(settings.api_keys, start=1):
-        value = secret.get_secret_value()
-        match = _NAMED_KEY.match(value)
-        name, key = (match.group(1), match.group(2)) if match else (f"key{index}", value)
-        keys[name] = hashlib.sha256(key.encode()).digest()
+        entries.append(
+            (
+                f"key{index}",
+                f"api_keys entry {index}",
+                _digest(secret.get_secret_value(), f"api_keys entry {index}"),
+            )
+        )
+    for name, secret in settings.named_api_keys.items():
+        where = f"named_api_keys[{name!r}]"
+        if not _KEY_NAME.match(name):
+            raise ConfigError(f"{where}: a key name is 1-64 of A-Z a-z 0-9 _ . -")
+        entries.append((name, where, _digest(secret.get_secret_value(), where)))
     if settings.api_keys_file is not None:
-        keys.update(_read_key_file(settings.api_keys_file))
+        entries.extend(_read_key_file(settings.api_keys_file))
+    keys: dict[str, bytes] = {}
+    seen_names: dict[str, str] = {}
+    seen_digests: dict[bytes, str] = {}
+    for name, where, digest in entries:
+        if name in seen_names:
+            raise ConfigError(
+                f"API key name {name!r} is given twice ({seen_names[name]} and {where}); "
+                "every key needs its own name"
+            )
+        if digest in seen_digests:
+            raise ConfigError(
+                f"the same API key is given twice ({seen_digests[digest]} and {where}); remove one"
+            )
+        seen_names[name] = where
+        seen_digests[digest] = where
+        keys[name] = digest
+    unknown = sorted(set(settings.rate_limit.per_key) - set(keys))
+    if unknown:
+        raise ConfigError(
+            f"rate_limit.per_key names no configured API key: {', '.join(map(repr, unknown))}"
+            f" (key names: {', '.join(keys) or 'none'})"
+        )
     return keys
 
 
-def _read_key_file(path: Path) -> dict[str, bytes]:
+def _digest(key: str, where: str) -> bytes:
+    if not key:
+        raise ConfigError(f"{where} is empty")
+    return hashlib.sha256(key.encode()).digest()
+
+
+def _read_key_file(path: Path) -> list[tuple[str, str, bytes]]:
     if not path.is_file():
-        raise InvalidRequest("api_keys_file does not exist")
-    keys = {}
+        raise ConfigError(f"api_keys_file {path} does not exist")
+    entries = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
         parts = line.split()
         digest = parts[-1].removeprefix("sha256:")
+        name = parts[0] if len(parts) == 2 else f"file{number}"
         if len(parts) > 2 or not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
-            raise InvalidRequest(f"api_keys_file line {number}: expected '[name] <sha256 hex>'")
-        keys[parts[0] if len(parts) == 2 else f"file{number}"] = bytes.fromhex(digest)
-    return keys
+            raise ConfigError(f"api_keys_file line {number}: expected '[name] <sha256 hex>'")
+        if not _KEY_NAME.match(name):
+            raise ConfigError(
+                f"api_keys_file line {number}: a key name is 1-64 of A-Z a-z 0-9 _ . -"
+            )
+        entries.append((name, f"api_keys_file line {number}", bytes.fromhex(digest)))
+    return entries
 
 
 class Guard:
-    """API keys (Bearer or X-API-Key, constant-time) and per-key / per-IP token buckets."""
+    """API keys (Bearer or X-API-Key, constant-time), per-key / per-IP token buckets, and a
+    per-IP allowance of wrong keys.
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    A client address that used up its wrong-key allowance gets 429 on every request that
+    needs a key, the right key included, until the allowance refills: answering the right
+    key with 200 and the wrong ones with 429 would keep the guessing oracle at full speed.
+    Only that address is refused, so an attacker can lock out no one else (behind a proxy,
+    as long as trusted_proxies names it). A request with no key at all guesses nothing
+    and is not counted.
+    """
+
+    def __init__(
+        self, app: ASGIApp, settings: Settings, keys: dict[str, bytes] | None = None
+    ) -> None:
         self.app = app
-        self.keys = load_api_keys(settings)
+        self.keys = load_api_keys(settings) if keys is None else keys
         limits = settings.rate_limit
         self.per_key = limits.per_key
         self.buckets = TokenBuckets(limits.requests_per_minute, limits.burst, limits.max_clients)
         self.enabled = limits.requests_per_minute > 0 or bool(limits.per_key)
+        self.auth_failures = TokenBuckets(
+            limits.auth_failures_per_minute, limits.auth_failures_burst, limits.max_clients
+        )
         self.proxies = [ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies]
 
-    def _key_name(self, scope: Scope) -> str | None:
+    def _presented_key(self, scope: Scope) -> str | None:
         presented = None
         auth = _header(scope, b"authorization")
         if auth and auth[:7].lower() == "bearer ":
             presented = auth[7:].strip()
-        presented = presented or _header(scope, b"x-api-key")
-        if not presented:
-            return None
+        return presented or _header(scope, b"x-api-key") or None
+
+    def _key_name(self, presented: str) -> str | None:
         digest = hashlib.sha256(presented.encode()).digest()
         found = None
         for name, stored in self.keys.items():  # no early exit: time does not depend on which
@@ -207,11 +317,16 @@ class Guard:
         peer = (scope.get("client") or ("unknown", 0))[0]
         if not self.proxies or not self._trusted(peer):
             return str(peer)
-        forwarded = _header(scope, b"x-forwarded-for")
-        if not forwarded:
-            return str(peer)
+        # A proxy appends its own line or extends the last one; a client may send lines of
+        # its own before. All lines in order are one list of hops.
+        hops = [
+            hop.strip()
+            for line in _header_lines(scope, b"x-forwarded-for")
+            for hop in line.split(",")
+            if hop.strip()
+        ]
         # Walk from the right: the first address not a trusted proxy is the client.
-        for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+        for hop in reversed(hops):
             if not self._trusted(hop):
                 return hop
         return str(peer)
@@ -229,8 +344,20 @@ class Guard:
             return
         identity: str | None = None
         if self.keys:
-            name = self._key_name(scope)
+            address = self.client_ip(scope)
+            wait = self.auth_failures.peek(address)
+            if wait > 0:
+                limited = RateLimited(
+                    "too many requests with a wrong API key from this address; retry later",
+                    retry_after=max(1, math.ceil(wait)),
+                )
+                await error_response(limited)(scope, receive, send)
+                return
+            presented = self._presented_key(scope)
+            name = self._key_name(presented) if presented else None
             if name is None:
+                if presented:
+                    self.auth_failures.take(address)
                 error = Unauthorized(
                     "missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key'"
                 )
