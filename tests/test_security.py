@@ -244,13 +244,13 @@ def test_cors_headers_are_on_success_and_error_answers(guarded: LiveServer) -> N
     base = guarded.url
     exposed = {"x-stt-engine", "x-stt-model", "x-stt-fallback", "x-request-id", "retry-after"}
     origin = {"Origin": ORIGIN}
+    unauthorized = httpx.get(f"{base}/v1/models", headers=origin)
+    assert unauthorized.status_code == 401 and _cors(unauthorized)[0] == ORIGIN
+
     ok = httpx.get(f"{base}/v1/models", headers={**origin, "X-API-Key": "secret-alice"})
     assert ok.status_code == 200
     allow, expose = _cors(ok)
     assert allow == ORIGIN and exposed | {"server-timing"} <= set(expose.split(", "))
-
-    unauthorized = httpx.get(f"{base}/v1/models", headers=origin)
-    assert unauthorized.status_code == 401 and _cors(unauthorized)[0] == ORIGIN
 
     # Request rate: burst 1 for a key without its own rate.
     key = {**origin, "X-API-Key": "sk-proj:abcdef"}
