@@ -24,7 +24,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stts import __version__
-from stts.api import legacy, ops
+from stts.api import docs, legacy, ops
 from stts.api import openai as openai_routes
 from stts.api.edge import Guard, RequestContext, cors_options, load_api_keys
 from stts.api.responses import error_response, plain_error
@@ -135,6 +135,9 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
         version=__version__,
         summary="Offline speech-to-text: OpenAI-compatible and legacy APIs over several engines",
         lifespan=lifespan,
+        # /docs and /redoc come from stts.api.docs, assets included: no CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.manager = mgr
     app.state.settings = settings
@@ -189,6 +192,7 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
     app.include_router(openai_routes.router)
     app.include_router(legacy.router)
     app.include_router(ops.router)
+    app.include_router(docs.router)
     # Added innermost first: CORS -> RequestContext -> Guard -> BodySizeLimit -> routes.
     # CORS outermost: preflights need no key and every answer (401, 429, 413, the draining
     # 503) carries its headers. Keys are read here so a bad key setting fails create_app.
