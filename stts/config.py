@@ -179,6 +179,17 @@ class Settings(BaseSettings):
         4.0, ge=0, description="deadline seconds added per second of audio"
     )
     shutdown_grace_s: float = Field(30.0, ge=0, description="drain deadline on SIGTERM")
+    decode_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="longest time decoding one upload may take (an hour of Opus: ~10-30 s); "
+        "it counts against the request's deadline",
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="a request body that sends nothing for this long is answered 408",
+    )
     cache_dir: Path = Field(default_factory=default_cache_dir)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     json_logs: bool = Field(True, description="JSON lines on stderr (false: plain text)")

@@ -23,7 +23,8 @@ knows about HTTP::
     ├── TranscriptionTimeout          504 timeout
     ├── RateLimited                   429 rate_limited         (has retry_after)
     ├── Unauthorized                  401 invalid_api_key
-    ├── ShuttingDown                  503 shutting_down
+    ├── RequestTimeout                408 request_timeout      (the body stalled)
+    ├── ShuttingDown                  503 shutting_down        (has retry_after)
     ├── Cancelled                     499 cancelled            (the caller went away)
     └── ConfigError                   500 config_error         (start-up: a setting is unusable)
 
@@ -210,6 +211,14 @@ class ShuttingDown(SttsError):
     status_code = 503
     error_type = "server_error"
     code = "shutting_down"
+
+
+class RequestTimeout(SttsError):
+    """The request body stopped arriving (no bytes for ``body_timeout_s``)."""
+
+    status_code = 408
+    error_type = "invalid_request_error"
+    code = "request_timeout"
 
 
 class Cancelled(SttsError):

@@ -1,27 +1,19 @@
-"""EngineManager: model lifecycle, per-engine worker pools, admission control, fallback.
+"""EngineManager: every engine of a process — lookup, scheduling, fallback, graceful stop.
 
-Each (engine, model) pair gets one :class:`EngineSlot`: a model loaded once under a lock
-(a failed load is remembered, not retried per request), a fixed pool of worker threads,
-and a bounded number of requests admitted beyond those workers. A request that does
-not fit is refused at once with :class:`~stts.errors.Overloaded` (503 + Retry-After):
-nothing waits unboundedly and nothing piles up in memory.
-
-A slot's capacity is released only when its worker thread really finishes, so a
-request that timed out (504) keeps counting until the engine lets go of it: workers
-are never silently lost. Cancellation (client gone, timeout) is passed to engines with
-a :class:`~stts.engines.base.CancelToken` they check between segments; a job cancelled
-while still queued never runs.
+Requests are admitted on per-(engine, model) slots (:mod:`stts.slots`: worker pools,
+bounded queues, places held from before decoding). The manager walks the fallback
+chain (engines that cannot do the task skipped, never after a stream has handed out
+text), answers digital silence without any engine, enforces each request's deadline
+and, on a graceful stop, refuses new work (:meth:`EngineManager.drain`) and then
+answers what is still waiting (:meth:`EngineManager.abort`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextvars
-import gc
+import contextlib
 import logging
-import math
-import queue
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -32,55 +24,50 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from stts.audio import SAMPLE_RATE, AudioArray, DecodedAudio
+from stts.audio import SAMPLE_RATE, AudioArray, DecodedAudio, is_silent
 from stts.config import Settings
 from stts.engines.base import (
     Availability,
     CancelToken,
-    Capabilities,
     Engine,
     SegmentCallback,
     TranscribeOptions,
 )
 from stts.engines.registry import engine_names, get_engine_class
 from stts.errors import (
-    Cancelled,
     EngineError,
-    EngineUnavailable,
     InvalidRequest,
-    Overloaded,
-    ShuttingDown,
     SttsError,
     TranscriptionFailed,
     TranscriptionTimeout,
     UnknownEngine,
     UnknownModel,
 )
-from stts.logs import record_timing
-from stts.memory import release_free_memory
-from stts.transcript import Transcript
+from stts.slots import (
+    SHUTDOWN_RETRY_AFTER_S,
+    EngineSlot,
+    Reservation,
+    SlotKey,
+    SlotStats,
+    shutting_down,
+)
+from stts.transcript import Segment, Transcript
 
 logger = logging.getLogger(__name__)
 
-SlotKey = tuple[str, str]
 T = TypeVar("T")
 
-
-@dataclass(frozen=True, slots=True)
-class SlotStats:
-    """A snapshot of one slot for /api/v1/engines, metrics and the CLI."""
-
-    engine: str
-    model: str
-    state: str
-    error: str | None
-    workers: int
-    queue_size: int
-    in_flight: int
-    load_time_s: float | None
-    requests: int
-    rejected: int
-    unloads: int
+__all__ = [
+    "SHUTDOWN_RETRY_AFTER_S",
+    "EngineManager",
+    "EngineSlot",
+    "LanguageGuess",
+    "Reservation",
+    "SlotKey",
+    "SlotStats",
+    "engine_report",
+    "shutting_down",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,240 +92,6 @@ class LanguageGuess:
         }
 
 
-class EngineSlot:
-    """One loaded model with its worker pool and bounded admission."""
-
-    def __init__(self, engine_cls: type[Engine], model: str, settings: Settings) -> None:
-        self.engine_cls = engine_cls
-        self.name = engine_cls.name
-        self.model = model
-        self.settings = settings
-        conf = settings.engine_settings(self.name)
-        self.workers = conf.workers
-        self.queue_size = conf.queue_size
-        self.capacity = conf.workers + conf.queue_size
-        self.state = "unloaded"
-        self.error: SttsError | None = None
-        self.load_time_s: float | None = None
-        self.capabilities: Capabilities | None = None
-        self.requests = 0
-        self.rejected = 0
-        self.idle_unload_s = conf.idle_unload_s
-        self.unloads = 0
-        self.last_used = time.monotonic()
-        self._in_flight = 0
-        self._admit_lock = threading.Lock()
-        self._load_lock = threading.Lock()
-        self._instances: queue.SimpleQueue[Engine] = queue.SimpleQueue()
-        self._all_instances: list[Engine] = []
-        self._shared: Engine | None = None
-        self._avg_job_s = 2.0
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self.workers, thread_name_prefix=f"stts-{self.name}"
-        )
-
-    @property
-    def in_flight(self) -> int:
-        """Requests admitted and not finished (running or queued)."""
-        return self._in_flight
-
-    def ensure_loaded(self) -> None:
-        """Load the model once; later callers wait on the lock and reuse the result."""
-        if self.state == "loaded":
-            return
-        with self._load_lock:
-            if self.state == "loaded":
-                return
-            if self.state == "failed" and self.error is not None:
-                raise self.error
-            self.state = "loading"
-            started = time.perf_counter()
-            try:
-                first = self.engine_cls(self.settings, self.model)
-                first.load()
-                instances = [first]
-                caps = first.capabilities
-                # Engines that are not thread-safe get one instance per worker.
-                if not caps.thread_safe:
-                    for _ in range(self.workers - 1):
-                        extra = self.engine_cls(self.settings, self.model)
-                        extra.load()
-                        instances.append(extra)
-            except SttsError as exc:
-                self._fail(exc)
-                raise
-            except Exception as exc:
-                logger.exception("engine %s model %s failed to load", self.name, self.model)
-                err = EngineUnavailable(f"engine {self.name!r} failed to load its model")
-                self._fail(err)
-                raise err from exc
-            for inst in instances:
-                self._instances.put(inst)
-            self._shared = first if caps.thread_safe else None
-            self._all_instances = instances
-            self.capabilities = caps
-            self.load_time_s = time.perf_counter() - started
-            self.state = "loaded"
-            logger.info(
-                "loaded engine %s model %s in %.2f s", self.name, self.model, self.load_time_s
-            )
-
-    def _fail(self, exc: SttsError) -> None:
-        self.state = "failed"
-        self.error = exc
-        logger.error("engine %s model %s unavailable: %s", self.name, self.model, exc.message)
-
-    def has_room(self) -> bool:
-        """Whether a job would be admitted now (a hint to skip decoding; submit decides)."""
-        return self._in_flight < self.capacity
-
-    def retry_after(self) -> int:
-        """Seconds a refused client should wait: queue length times average job time."""
-        waiting = max(1, self._in_flight - self.workers + 1)
-        return max(1, math.ceil(self._avg_job_s * waiting / self.workers))
-
-    def reject(self) -> Overloaded:
-        """The error for a request that does not fit (counted as a rejection)."""
-        with self._admit_lock:
-            self.rejected += 1
-        return Overloaded(
-            f"engine {self.name!r} is busy ({self._in_flight} requests in flight, "
-            f"capacity {self.capacity}); retry later",
-            retry_after=self.retry_after(),
-        )
-
-    def submit(
-        self,
-        audio: AudioArray,
-        options: TranscribeOptions,
-        *,
-        on_segment: SegmentCallback | None,
-        cancel: CancelToken,
-    ) -> concurrent.futures.Future[Transcript]:
-        """Admit a transcription or raise Overloaded at once; never blocks."""
-        return self.submit_call(
-            lambda engine: engine.transcribe(audio, options, on_segment=on_segment, cancel=cancel),
-            cancel,
-        )
-
-    def submit_call(
-        self, job: Callable[[Engine], T], cancel: CancelToken
-    ) -> concurrent.futures.Future[T]:
-        """Admit ``job(engine)`` (any work on a loaded engine) or raise Overloaded at once."""
-        with self._admit_lock:
-            full = self._in_flight >= self.capacity
-            if not full:
-                self._in_flight += 1
-                self.requests += 1
-        if full:
-            raise self.reject()
-        timing = [0.0]
-        # The worker runs in a copy of the caller's context: its log lines carry the
-        # request id, and its engine time lands in the request's Server-Timing.
-        context = contextvars.copy_context()
-        try:
-            future = self._executor.submit(context.run, self._run, job, cancel, timing)
-        except RuntimeError as exc:  # executor shut down
-            self._release(0.0)
-            raise ShuttingDown("the server is shutting down") from exc
-        # Released when the job really ends, including a job cancelled while still queued.
-        future.add_done_callback(lambda _f: self._release(timing[0]))
-        return future
-
-    def _release(self, elapsed: float) -> None:
-        with self._admit_lock:
-            self._in_flight -= 1
-            self.last_used = time.monotonic()
-            if elapsed > 0:
-                self._avg_job_s = 0.8 * self._avg_job_s + 0.2 * elapsed
-
-    def _run(self, job: Callable[[Engine], T], cancel: CancelToken, timing: list[float]) -> T:
-        started = time.perf_counter()
-        try:
-            if cancel.cancelled:
-                raise Cancelled("the request was cancelled")
-            self.ensure_loaded()
-            if self._shared is not None:  # thread-safe engine: every worker uses it at once
-                return job(self._shared)
-            instance = self._instances.get()  # one instance per worker: check one out
-            try:
-                return job(instance)
-            finally:
-                self._instances.put(instance)
-        except SttsError:
-            raise
-        except Exception as exc:
-            logger.exception("engine %s failed while working", self.name)
-            raise TranscriptionFailed(f"engine {self.name!r} failed while transcribing") from exc
-        finally:
-            timing[0] = time.perf_counter() - started
-            record_timing("engine", timing[0])
-
-    def unload_if_idle(self, now: float | None = None) -> bool:
-        """Free the model if ``idle_unload_s`` passed with nothing admitted; True if it did.
-
-        Runs under the admission lock, so no request can be admitted meanwhile; one admitted
-        afterwards finds the slot unloaded and loads it again (``ensure_loaded``).
-        """
-        if self.idle_unload_s <= 0 or self.state != "loaded":
-            return False
-        now = time.monotonic() if now is None else now
-        with self._admit_lock:
-            if self._in_flight or now - self.last_used < self.idle_unload_s:
-                return False
-            if not self._load_lock.acquire(blocking=False):  # a load is under way
-                return False
-            try:
-                instances, self._all_instances = self._all_instances, []
-                self._instances = queue.SimpleQueue()
-                self._shared = None
-                self.state = "unloaded"
-                self.unloads += 1
-            finally:
-                self._load_lock.release()
-        for inst in instances:
-            try:
-                inst.close()
-            except Exception:
-                logger.exception("engine %s failed to close", self.name)
-        del instances
-        gc.collect()  # drop reference cycles that may still hold the model
-        release_free_memory()  # else glibc keeps the freed model in the process
-        logger.info(
-            "unloaded engine %s model %s after %.0f s idle",
-            self.name,
-            self.model,
-            now - self.last_used,
-        )
-        return True
-
-    def stats(self) -> SlotStats:
-        """Current state, for reporting."""
-        return SlotStats(
-            engine=self.name,
-            model=self.model,
-            state=self.state,
-            error=self.error.message if self.error else None,
-            workers=self.workers,
-            queue_size=self.queue_size,
-            in_flight=self._in_flight,
-            load_time_s=self.load_time_s,
-            requests=self.requests,
-            rejected=self.rejected,
-            unloads=self.unloads,
-        )
-
-    def close(self, wait: bool = True) -> None:
-        """Stop taking jobs, finish running ones (if wait) and free the models."""
-        self._executor.shutdown(wait=wait, cancel_futures=True)
-        for inst in self._all_instances:
-            try:
-                inst.close()
-            except Exception:
-                logger.exception("engine %s failed to close", self.name)
-        self._all_instances = []
-
-
 class EngineManager:
     """Every engine of one server or process: lookup, loading, scheduling and fallback."""
 
@@ -355,6 +108,12 @@ class EngineManager:
         for name in settings.engines:
             get_engine_class(name)  # fail fast on a typo in the config
         self._stop = threading.Event()
+        self._draining = False
+        # Set when the graceful stop's deadline passes: every request still waiting on an
+        # engine is answered ShuttingDown and its engine job is cancelled.
+        self._aborted = threading.Event()
+        self._abort_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
+        self._abort_lock = threading.Lock()
         self._start_reaper()
 
     # -- lookup ---------------------------------------------------------------
@@ -415,12 +174,84 @@ class EngineManager:
         """The slot for a resolved key, created (not loaded) on first use."""
         with self._slots_lock:
             if self._closed:
-                raise ShuttingDown("the server is shutting down")
+                raise shutting_down()
             slot = self._slots.get(key)
             if slot is None:
                 slot = EngineSlot(get_engine_class(key[0]), key[1], self.settings)
                 self._slots[key] = slot
             return slot
+
+    def reserve(self, key: SlotKey) -> Reservation:
+        """Hold a place for one request on this engine before any work is done for it
+        (decoding included); Overloaded at once when full, ShuttingDown while draining."""
+        if self._draining:
+            raise shutting_down()
+        return self.slot(key).reserve()
+
+    # -- graceful stop ----------------------------------------------------------
+
+    @property
+    def draining(self) -> bool:
+        """True once :meth:`drain` was called: no new request is admitted."""
+        return self._draining
+
+    @property
+    def aborted(self) -> bool:
+        """True once :meth:`abort` was called."""
+        return self._aborted.is_set()
+
+    def drain(self) -> None:
+        """Admit nothing new; requests already admitted go on."""
+        self._draining = True
+
+    def abort(self) -> None:
+        """The grace period is over: answer every waiting request ShuttingDown now and
+        cancel its engine job (a running engine stops at its next segment)."""
+        self._draining = True
+        self._aborted.set()
+        with self._abort_lock:
+            waiters = list(self._abort_waiters)
+        for loop, waiter in waiters:
+            with contextlib.suppress(RuntimeError):  # that loop is closed already
+                loop.call_soon_threadsafe(_resolve, waiter)
+
+    @contextmanager
+    def _abort_waiter(self) -> Iterator[asyncio.Future[None]]:
+        """A future of the running loop that completes when :meth:`abort` is called."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        entry = (loop, waiter)
+        with self._abort_lock:
+            self._abort_waiters.add(entry)
+        if self._aborted.is_set():
+            waiter.set_result(None)
+        try:
+            yield waiter
+        finally:
+            with self._abort_lock:
+                self._abort_waiters.discard(entry)
+
+    async def _await_job(self, future: Future[T], cancel: CancelToken, timeout: float) -> T:
+        """Wait for one engine job without blocking the loop; the job is stopped when the
+        deadline passes (TranscriptionTimeout), the caller goes away (CancelledError) or
+        the graceful stop runs out of time (ShuttingDown)."""
+        wrapped = asyncio.wrap_future(future)
+        with self._abort_waiter() as aborted:
+            waiting: set[asyncio.Future[Any]] = {wrapped, aborted}
+            try:
+                done, _ = await asyncio.wait(
+                    waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            except asyncio.CancelledError:  # the client went away
+                self._give_up(future, cancel)
+                raise
+        if wrapped in done:
+            return wrapped.result()
+        self._give_up(future, cancel)
+        wrapped.cancel()
+        if aborted in done:
+            raise shutting_down("the server is shutting down; the request was stopped")
+        raise _timed_out(timeout)
 
     def probe(self, name: str) -> Availability:
         """Installed / model found, without loading (cheap)."""
@@ -513,29 +344,64 @@ class EngineManager:
         options: TranscribeOptions,
         on_segment: SegmentCallback | None,
         cancel: CancelToken,
+        reservation: Reservation | None = None,
+        on_engine: Callable[[SlotKey], None] | None = None,
     ) -> Generator[Future[Transcript], Transcript, Transcript]:
         """Walk the fallback chain: yield each attempt's future, get its result sent back.
 
         The caller waits on each future (blocking or with ``await``) and sends the
         transcript in, or throws the :class:`EngineError` in to move to the next engine.
+        Once an engine has handed out a segment, its failure is final: a fallback would
+        mix two engines' text in one answer.
         """
+        if reservation is not None and reservation.key != key:
+            raise ValueError("the reservation belongs to another engine")
         attempts: list[str] = []
-        last_error: EngineError | None = None
         started = time.perf_counter()
-        for candidate in self.chain(key, options):
+        emitted = False
+
+        def counted(segment: Segment) -> None:
+            nonlocal emitted
+            emitted = True
+            assert on_segment is not None
+            on_segment(segment)
+
+        if is_silent(samples):  # nothing to hear: no model time for silence
+            if reservation is not None:
+                reservation.release()
+            if on_engine is not None:
+                on_engine(key)
+            silent = Transcript(
+                text="",
+                segments=(),
+                duration=round(len(samples) / SAMPLE_RATE, 3),
+                language=options.language,
+                model=key[1],
+                task=options.task,
+            )
+            return self._observe(self._label(silent, key, [key[0]]), started)
+        chain = self.chain(key, options)
+        for index, candidate in enumerate(chain):
             attempts.append(candidate[0])
+            if on_engine is not None:
+                on_engine(candidate)
             future = self.slot(candidate).submit(
-                samples, options, on_segment=on_segment, cancel=cancel
+                samples,
+                options,
+                on_segment=counted if on_segment is not None else None,
+                cancel=cancel,
+                reservation=reservation if candidate == key else None,
             )
             try:
                 result = yield future
             except EngineError as exc:
+                if emitted or index == len(chain) - 1:
+                    logger.warning("engine %s failed: %s", candidate[0], exc.message)
+                    raise
                 logger.warning("engine %s failed: %s; trying the next", candidate[0], exc.message)
-                last_error = exc
                 continue
             return self._observe(self._label(result, candidate, attempts), started)
-        assert last_error is not None
-        raise last_error
+        raise AssertionError("the fallback chain is never empty")
 
     @staticmethod
     def _advance(
@@ -565,24 +431,35 @@ class EngineManager:
         options: TranscribeOptions | None = None,
         on_segment: SegmentCallback | None = None,
         cancel: CancelToken | None = None,
+        reservation: Reservation | None = None,
+        on_engine: Callable[[SlotKey], None] | None = None,
+        spent_s: float = 0.0,
     ) -> Transcript:
-        """Transcribe on a worker thread without blocking the event loop; falls back on failure."""
+        """Transcribe on a worker thread without blocking the event loop; falls back on failure.
+
+        ``reservation`` is the place taken before decoding (else one is taken now);
+        ``on_engine`` hears which engine each attempt goes to; ``spent_s`` is the part of
+        the request's deadline already used (decoding).
+        """
         samples = self._samples(audio)
         cancel = cancel or CancelToken()
-        timeout = self.deadline(len(samples) / SAMPLE_RATE)
+        key = reservation.key if reservation is not None else self.resolve(engine, model)
+        if reservation is None and self._draining:
+            raise shutting_down()
+        timeout = max(0.001, self.deadline(len(samples) / SAMPLE_RATE) - spent_s)
         run = self._attempts(
-            samples, self.resolve(engine, model), options or TranscribeOptions(), on_segment, cancel
+            samples,
+            key,
+            options or TranscribeOptions(),
+            on_segment,
+            cancel,
+            reservation,
+            on_engine,
         )
         step = self._advance(run)
         while isinstance(step, Future):
             try:
-                result = await asyncio.wait_for(asyncio.wrap_future(step), timeout)
-            except asyncio.TimeoutError as exc:
-                self._give_up(step, cancel)
-                raise _timed_out(timeout) from exc
-            except asyncio.CancelledError:  # the client went away
-                self._give_up(step, cancel)
-                raise
+                result = await self._await_job(step, cancel, timeout)
             except EngineError as exc:
                 step = self._advance(run, error=exc)
                 continue
@@ -622,12 +499,21 @@ class EngineManager:
     # -- language identification --------------------------------------------
 
     def _language_job(
-        self, audio: DecodedAudio | AudioArray, engine: str | None, model: str | None
+        self,
+        audio: DecodedAudio | AudioArray,
+        engine: str | None,
+        model: str | None,
+        reservation: Reservation | None = None,
     ) -> tuple[Future[list[tuple[str, float]]], SlotKey, CancelToken, float]:
         samples = self._samples(audio)
-        key = self.resolve(engine or self.language_detector(), model)
+        if reservation is not None:
+            key = reservation.key
+        else:
+            key = self.resolve(engine or self.language_detector(), model)
         cancel = CancelToken()
-        future = self.slot(key).submit_call(lambda e: e.detect_language(samples), cancel)
+        future = self.slot(key).submit_call(
+            lambda e: e.detect_language(samples), cancel, reservation
+        )
         seconds = min(len(samples) / SAMPLE_RATE, 30.0)  # engines look at the first 30 s
         return future, key, cancel, self.deadline(seconds)
 
@@ -659,17 +545,11 @@ class EngineManager:
         engine: str | None = None,
         model: str | None = None,
         top: int = 5,
+        reservation: Reservation | None = None,
     ) -> LanguageGuess:
         """Which language is spoken (no fallback: the answer is that engine's opinion)."""
-        future, key, cancel, timeout = self._language_job(audio, engine, model)
-        try:
-            ranked = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
-        except asyncio.TimeoutError as exc:
-            self._give_up(future, cancel)
-            raise _timed_out(timeout) from exc
-        except asyncio.CancelledError:
-            self._give_up(future, cancel)
-            raise
+        future, key, cancel, timeout = self._language_job(audio, engine, model, reservation)
+        ranked = await self._await_job(future, cancel, timeout)
         return self._guess(ranked, key, top)
 
     def detect_language(
@@ -704,14 +584,19 @@ class EngineManager:
 
         threading.Thread(target=reap, name="stts-idle-unload", daemon=True).start()
 
-    def close(self, wait: bool = True) -> None:
-        """Finish running jobs (if wait), refuse new ones and free every model."""
+    def close(self, wait: bool = True, timeout: float | None = None) -> bool:
+        """Refuse new jobs, drop queued ones, wait for running ones (if ``wait``; at most
+        ``timeout`` seconds in all) and free every model; False if a worker outlived it."""
         with self._slots_lock:
             self._closed = True
             slots = list(self._slots.values())
         self._stop.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        finished = True
         for slot in slots:
-            slot.close(wait=wait)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            finished = slot.close(wait=wait, timeout=left) and finished
+        return finished
 
     @contextmanager
     def session(self) -> Iterator[EngineManager]:
@@ -720,6 +605,11 @@ class EngineManager:
             yield self
         finally:
             self.close()
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _timed_out(timeout: float) -> TranscriptionTimeout:

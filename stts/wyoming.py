@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 
 from stts import __version__
 from stts.audio import AudioLimits, RawFormat, decode_audio
+from stts.catalogue import engine_model_ids, resolve_model
 from stts.engines.base import TranscribeOptions
 from stts.engines.registry import get_engine_class
 from stts.errors import (
@@ -50,8 +51,9 @@ from stts.errors import (
     SttsError,
     UnsupportedAudio,
 )
+from stts.languages import LANGUAGE_NAMES
 from stts.logs import request_id_var
-from stts.service import EngineManager, SlotKey
+from stts.service import EngineManager, Reservation, SlotKey
 
 if TYPE_CHECKING:
     from wyoming.event import Event
@@ -92,35 +94,27 @@ class _Utterance:
     width: int = 2
     pcm: bytearray = field(default_factory=bytearray)
     refused: SttsError | None = None  # set once; later chunks are dropped, stop answers it
+    reservation: Reservation | None = None  # the engine place, held from audio-start
     started: bool = False  # an event of this utterance arrived: a drain waits for its answer
 
 
 def wyoming_languages(manager: EngineManager, name: str) -> list[str]:
-    """Languages to advertise for an engine: its declared set, or Whisper's full list."""
+    """Languages to advertise for an engine: the ones its default model really decodes
+    (Whisper base: 99, large-v3: 100), as the HTTP faces accept them."""
     engine_cls = get_engine_class(name)
-    caps = engine_cls(manager.settings).capabilities  # class defaults: nothing is loaded
-    if caps.languages is not None:
-        return sorted(caps.languages)
-    if name == "whisper":
-        try:
-            from faster_whisper.tokenizer import _LANGUAGE_CODES
-        except ImportError:  # not installed, or the private list moved
-            return []
-        return list(_LANGUAGE_CODES)
-    return []
+    caps = engine_cls(manager.settings).capabilities  # read from files: nothing is loaded
+    if caps.languages is None:
+        return list(LANGUAGE_NAMES)
+    return sorted(caps.languages)
 
 
 def build_info(manager: EngineManager) -> Any:
     """The ``info`` event's content: one ASR program with every servable model."""
     from wyoming.info import AsrModel, AsrProgram, Attribution, Info
 
-    from stts.api.openai import model_ids
-
     models = []
-    for model_id in model_ids(manager):
+    for model_id in engine_model_ids(manager):  # aliases (whisper-1) are the HTTP API's
         engine = model_id.partition(":")[0]
-        if engine not in manager.enabled:  # whisper-1 is the HTTP API's alias only
-            continue
         models.append(
             AsrModel(
                 name=model_id,
@@ -236,9 +230,13 @@ class WyomingSession:
         except (ConnectionError, asyncio.CancelledError):
             pass  # the peer hung up, or the server is shutting down
         finally:
+            self._drop(self.utterance)
             self.writer.close()
             with contextlib.suppress(Exception):
                 await self.writer.wait_closed()
+
+    def _stopped(self) -> bool:
+        return self.manager.aborted
 
     async def handle(self, event: Event) -> None:
         """Answer one event. Unknown event types are ignored, as the protocol asks."""
@@ -269,14 +267,17 @@ class WyomingSession:
         for field_name in ("name", "language"):
             if not isinstance(getattr(request, field_name), str | None):
                 raise TypeError(f"transcribe {field_name} must be a string")
-        self.utterance = _Utterance(language=_base_language(request.language))
-        if request.name:
-            try:
-                from stts.api.openai import resolve_model
-
+        self._drop(self.utterance)
+        self.utterance = _Utterance()
+        try:
+            if request.name:
                 self.utterance.key = resolve_model(self.manager, request.name)
-            except SttsError as exc:
-                self.utterance.refused = exc
+            # The same language rules as HTTP (en-US, english -> en), refused up front.
+            key = self.utterance.key or self.manager.resolve(None)
+            options = self.manager.check_options(key, TranscribeOptions(language=request.language))
+            self.utterance.language = options.language
+        except SttsError as exc:
+            self.utterance.refused = exc
 
     def _set_format(self, rate: int, width: int, channels: int) -> None:
         utt = self.utterance
@@ -289,12 +290,17 @@ class WyomingSession:
                 )
             utt.fmt = RawFormat(sample_rate=rate, channels=channels, encoding=_ENCODINGS[width])  # type: ignore[arg-type]
             utt.width = width
-            # A full queue is said now, not after the whole utterance has been buffered.
-            slot = self.manager.slot(utt.key or self.manager.resolve(None))
-            if not slot.has_room():
-                raise slot.reject()
+            # The place on the engine is taken now: a full queue is said before the
+            # utterance is buffered, and an admitted one is never refused at audio-stop.
+            utt.reservation = self.manager.reserve(utt.key or self.manager.resolve(None))
         except SttsError as exc:
             utt.refused = exc
+
+    @staticmethod
+    def _drop(utt: _Utterance) -> None:
+        """Give an unanswered utterance's engine place back."""
+        if utt.reservation is not None:
+            utt.reservation.release()
 
     def _add(self, audio: bytes) -> None:
         utt = self.utterance
@@ -308,6 +314,7 @@ class WyomingSession:
                 f"or {self.limits.max_bytes} bytes"
             )
             utt.pcm = bytearray()  # give the memory back now, not at audio-stop
+            self._drop(utt)
 
     async def _finish(self) -> None:
         # A transcribe event's model and language hold for one utterance, as in
@@ -318,6 +325,7 @@ class WyomingSession:
         try:
             await self._answer(utt)
         finally:
+            self._drop(utt)
             self.answering = False
             request_id_var.reset(token)
 
@@ -330,14 +338,19 @@ class WyomingSession:
                 raise utt.refused
             if utt.fmt is None or not utt.pcm:
                 raise EmptyAudio("no audio between audio-start and audio-stop")
-            audio = decode_audio(bytes(utt.pcm), raw=utt.fmt, limits=self.limits)
-            utt.pcm.clear()
+            pcm, utt.pcm = bytes(utt.pcm), bytearray()
+            # Off the event loop: other connections and HTTP go on while this decodes.
+            audio = await asyncio.to_thread(
+                decode_audio, pcm, raw=utt.fmt, limits=self.limits, cancel=self._stopped
+            )
+            del pcm
             engine, model = utt.key if utt.key else (None, None)
             result = await self.manager.transcribe_async(
                 audio,
                 engine=engine,
                 model=model,
                 options=TranscribeOptions(language=utt.language),
+                reservation=utt.reservation,
             )
         except SttsError as exc:
             logger.info("wyoming transcription refused: %s (%s)", exc.message, exc.code)
@@ -369,13 +382,6 @@ class WyomingSession:
         from wyoming.event import async_write_event
 
         await async_write_event(event, self.writer)
-
-
-def _base_language(language: str | None) -> str | None:
-    """``en-US`` / ``en_US`` -> ``en``: Home Assistant may send a locale."""
-    if not language:
-        return None
-    return language.replace("_", "-").split("-")[0].lower() or None
 
 
 class WyomingServer:

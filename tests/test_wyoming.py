@@ -28,7 +28,7 @@ from stts.evaluation import word_error_rate
 from stts.service import EngineManager
 from stts.testing import free_port
 from tests.conftest import CORPUS_ITEMS, LiveServer, corpus_file, requires_corpus
-from tests.fault_engines import SlowEngine
+from tests.fault_engines import TONE_SECOND_PCM16, SlowEngine
 
 pytest.importorskip("wyoming")
 from wyoming.asr import Transcribe, Transcript
@@ -310,7 +310,7 @@ def test_full_queue_gets_an_overloaded_error_and_the_running_one_its_transcript(
     SlowEngine.delay = 2.0
     port = free_port()
     settings = _slow_engine_settings(tmp_path, port, workers=1, queue_size=0)
-    one_second = b"\x00\x00" * 16_000
+    one_second = TONE_SECOND_PCM16
 
     async def first(client: Any) -> Event:
         return await _exchange(
@@ -478,7 +478,7 @@ def test_graceful_stop_answers_utterances_under_way_and_closes_idle_ones(
     port = free_port()
     settings = _slow_engine_settings(tmp_path, port, workers=2, queue_size=2)
     settings.shutdown_grace_s = 20
-    one_second = _utterance(b"\x00\x00" * 16_000, 16_000, 2, 1)
+    one_second = _utterance(TONE_SECOND_PCM16, 16_000, 2, 1)
     server = LiveServer(settings).__enter__()
 
     async def script() -> tuple[Event | None, Event | None, bytes, float]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,10 +27,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from stts import __version__
 from stts.api import docs, legacy, ops
 from stts.api import openai as openai_routes
+from stts.api.drain import DrainGuard, GracefulStop
 from stts.api.edge import Guard, RequestContext, cors_options, load_api_keys
 from stts.api.responses import error_response, plain_error
 from stts.config import Settings
-from stts.errors import AudioTooLarge, SttsError
+from stts.errors import AudioTooLarge, RequestTimeout, SttsError
 from stts.metrics import Metrics
 from stts.service import EngineManager
 
@@ -37,29 +39,36 @@ logger = logging.getLogger(__name__)
 
 # Room for multipart boundaries and the small form fields that travel with the file.
 _FORM_OVERHEAD_BYTES = 256 * 1024
+# After the grace period, how long engine workers get to reach their next segment.
+_WORKER_EXIT_S = 1.0
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyRefused(Exception):
+    """Raised into the app when the body is over the limit or stalls."""
 
 
 class BodySizeLimit:
     """Refuse request bodies over the limit while they stream in, never reading them whole.
 
     A Content-Length over the limit is refused before a single body byte is read; a
-    chunked body is counted as it arrives and cut off at the limit.
+    chunked body is counted as it arrives and cut off at the limit. A body that stalls
+    (no bytes for ``idle_timeout_s``) is answered 408 and its connection closed.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, stated_limit: int, idle_timeout_s: float
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.stated_limit = stated_limit  # the configured limit, named in the message
+        self.idle_timeout_s = idle_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         too_large = AudioTooLarge(
-            f"the request body is larger than the limit of {self.max_bytes} bytes"
+            f"the audio is larger than the limit of {self.stated_limit} bytes"
         )
         for name, value in scope.get("headers", []):
             if name == b"content-length":
@@ -71,38 +80,54 @@ class BodySizeLimit:
                     await error_response(too_large)(scope, receive, send)
                     return
         received = 0
-        exceeded = False
+        failure: SttsError | None = None  # what the body did wrong, once it did
         response_started = False
         replaced = False
+        body_done = False
 
         async def counting_receive() -> Message:
-            nonlocal received, exceeded
-            message = await receive()
+            nonlocal received, failure, body_done
+            if body_done:  # only the disconnect is left to wait for: no time limit
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.idle_timeout_s)
+            except asyncio.TimeoutError:
+                failure = RequestTimeout(
+                    f"no request body bytes arrived for {self.idle_timeout_s:g} s"
+                )
+                raise _BodyRefused() from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    exceeded = True
-                    raise _BodyTooLarge()
+                    failure = too_large
+                    raise _BodyRefused()
+                body_done = not message.get("more_body", False)
             return message
+
+        async def refuse() -> None:
+            assert failure is not None
+            response = error_response(failure)
+            response.headers["Connection"] = "close"  # the rest of the body is not read
+            await response(scope, receive, send)
 
         async def guarded_send(message: Message) -> None:
             # Frameworks may turn our exception into their own 400 ("error parsing the
-            # body"); whatever they answer, an oversized body is answered 413.
+            # body"); whatever they answer, the body's fault is what is answered.
             nonlocal response_started, replaced
             if message["type"] == "http.response.start":
                 response_started = True
-                if exceeded:
+                if failure is not None:
                     replaced = True
-                    await error_response(too_large)(scope, receive, send)
+                    await refuse()
                     return
             if not replaced:
                 await send(message)
 
         try:
             await self.app(scope, counting_receive, guarded_send)
-        except _BodyTooLarge:
+        except _BodyRefused:
             if not response_started:
-                await error_response(too_large)(scope, receive, send)
+                await refuse()
 
 
 def create_app(settings: Settings | None = None, manager: EngineManager | None = None) -> FastAPI:
@@ -120,15 +145,24 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
         wyoming = app.state.wyoming
         if wyoming is not None:
             await wyoming.start()
+        stop.attach(asyncio.get_running_loop())
         try:
             yield
         finally:
+            # Everything below shares what is left of the one grace period.
+            stop.request()
             if wyoming is not None:
-                await wyoming.stop(settings.shutdown_grace_s)
+                await wyoming.stop(stop.remaining())
             if preload is not None and not preload.done():
-                await asyncio.wait({preload}, timeout=settings.shutdown_grace_s)
+                await asyncio.wait({preload}, timeout=stop.remaining())
+            stop.abort()
             if owns_manager:
-                await asyncio.to_thread(mgr.close)
+                # Engine jobs were told to stop; a window already under way may not be
+                # interruptible, so wait only a moment for it before giving up on it.
+                finished = await asyncio.to_thread(
+                    mgr.close, timeout=stop.remaining() + _WORKER_EXIT_S
+                )
+                app.state.workers_left = not finished
 
     app = FastAPI(
         title="stts",
@@ -141,7 +175,10 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
     )
     app.state.manager = mgr
     app.state.settings = settings
-    app.state.draining = False  # set by `stts serve` on SIGTERM: new requests get 503
+    # `stts serve` calls app.state.stop.request() on SIGTERM: new requests get 503, and
+    # what is still under way when shutdown_grace_s has passed is stopped and answered.
+    app.state.stop = stop = GracefulStop(mgr, settings.shutdown_grace_s, owns_manager=owns_manager)
+    app.state.workers_left = False  # set when engine workers outlived the graceful stop
     app.state.metrics = metrics = Metrics(mgr)
     app.state.wyoming = None
     if settings.wyoming_uri:
@@ -196,10 +233,18 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
     # Added innermost first: CORS -> RequestContext -> Guard -> BodySizeLimit -> routes.
     # CORS outermost: preflights need no key and every answer (401, 429, 413, the draining
     # 503) carries its headers. Keys are read here so a bad key setting fails create_app.
-    app.add_middleware(BodySizeLimit, max_bytes=settings.audio.max_bytes + _FORM_OVERHEAD_BYTES)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.audio.max_bytes + _FORM_OVERHEAD_BYTES,
+        stated_limit=settings.audio.max_bytes,
+        idle_timeout_s=settings.body_timeout_s,
+    )
+    app.add_middleware(DrainGuard, stop=stop)
     app.add_middleware(Guard, settings=settings, keys=load_api_keys(settings))
     app.add_middleware(
-        RequestContext, metrics=metrics, is_draining=lambda: bool(app.state.draining)
+        RequestContext,
+        metrics=metrics,
+        is_draining=lambda: False,  # DrainGuard answers
     )
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, **cors_options(settings))
@@ -214,7 +259,8 @@ def server_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn
         "host": settings.host,
         "port": settings.port,
         "log_config": logging_config(settings.log_level, settings.json_logs),
-        "timeout_graceful_shutdown": int(settings.shutdown_grace_s),
+        # A backstop only: GracefulStop answers and stops requests at shutdown_grace_s.
+        "timeout_graceful_shutdown": math.ceil(settings.shutdown_grace_s) + 1,
         "access_log": False,  # stts.access logs each request, with its id
         # X-Forwarded-For is honoured only from settings.trusted_proxies (stts.api.edge);
         # uvicorn's own handling would trust 127.0.0.1 behind our back.

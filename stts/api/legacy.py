@@ -16,16 +16,15 @@ from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from stts.api.common import (
-    decode_upload,
+    Admitted,
     get_manager,
     raw_format_from_content_type,
     read_bounded,
     read_upload,
-    run_transcription,
 )
 from stts.engines.base import TranscribeOptions
 from stts.engines.registry import engine_names
-from stts.errors import EmptyAudio, InvalidRequest, UnknownEngine
+from stts.errors import EmptyAudio, InvalidRequest, UnknownEngine, shorten
 from stts.service import EngineManager, engine_report
 
 router = APIRouter(prefix="/api", tags=["legacy"])
@@ -53,13 +52,18 @@ async def _stt(
     word_timestamps: bool,
 ) -> JSONResponse:
     key = manager.resolve(engine or None)
-    data = await _body_audio(request, speech, manager.settings.audio.max_bytes)
+    # A language the engine doesn't know is a 400 before a byte of audio is read.
+    options = manager.check_options(
+        key, TranscribeOptions(language=language or None, word_timestamps=word_timestamps)
+    )
     content_type = (
         speech.content_type if speech is not None else request.headers.get("content-type")
     )
-    audio = await decode_upload(manager, key, data, raw_format_from_content_type(content_type))
-    options = TranscribeOptions(language=language or None, word_timestamps=word_timestamps)
-    timed = await run_transcription(request, manager, audio, key, options)
+    async with Admitted(request, manager, key) as work:
+        data = await _body_audio(request, speech, manager.settings.audio.max_bytes)
+        audio = await work.decode(data, raw_format_from_content_type(content_type))
+        del data
+        timed = await work.run(audio, options)
     t = timed.transcript
     body: dict[str, Any] = {
         "text": t.text,
@@ -87,7 +91,7 @@ async def stt_v1(
     speech: Annotated[UploadFile | None, File(description="the audio")] = None,
     engine: Annotated[str | None, Query(description="engine name")] = None,
     x_stt_engine: Annotated[str | None, Header(description="engine name")] = None,
-    language: Annotated[str | None, Query(max_length=16)] = None,
+    language: Annotated[str | None, Query(max_length=32)] = None,
     word_timestamps: Annotated[bool, Query()] = False,
 ) -> JSONResponse:
     """Transcribe with the engine from ?engine=, X-STT-Engine or the default."""
@@ -100,7 +104,7 @@ async def stt_v2(
     engine: str,
     manager: Annotated[EngineManager, Depends(get_manager)],
     speech: Annotated[UploadFile | None, File(description="the audio")] = None,
-    language: Annotated[str | None, Query(max_length=16)] = None,
+    language: Annotated[str | None, Query(max_length=32)] = None,
     word_timestamps: Annotated[bool, Query()] = False,
 ) -> JSONResponse:
     """Transcribe with the engine named in the path."""
@@ -124,12 +128,14 @@ async def detect_language(
     """
     name = engine or x_stt_engine or manager.language_detector()
     key = manager.resolve(name)
-    data = await _body_audio(request, speech, manager.settings.audio.max_bytes)
     content_type = (
         speech.content_type if speech is not None else request.headers.get("content-type")
     )
-    audio = await decode_upload(manager, key, data, raw_format_from_content_type(content_type))
-    guess = await manager.detect_language_async(audio, engine=key[0], model=key[1], top=top)
+    async with Admitted(request, manager, key) as work:
+        data = await _body_audio(request, speech, manager.settings.audio.max_bytes)
+        audio = await work.decode(data, raw_format_from_content_type(content_type))
+        del data
+        guess = await work.detect_language(audio, top)
     return JSONResponse(
         {**guess.as_dict(), "duration": round(audio.duration, 3)},
         headers={"X-STT-Engine": guess.engine},
@@ -154,5 +160,5 @@ def get_engine(
 ) -> dict[str, Any]:
     """One engine's availability and capabilities; 404 if unknown."""
     if name not in engine_names():
-        raise UnknownEngine(f"unknown engine {name!r}")
+        raise UnknownEngine(f"unknown engine {shorten(name)}")
     return engine_report(manager, name)
