@@ -54,13 +54,16 @@ def test_vtt_has_header_and_dot_millis() -> None:
 
 def test_text_and_json() -> None:
     assert render(TRANSCRIPT, "text") == "Hello there. General Kenobi.\n"
-    assert json.loads(render(TRANSCRIPT, "json")) == {"text": "Hello there. General Kenobi."}
+    assert json.loads(render(TRANSCRIPT, "json")) == {
+        "text": "Hello there. General Kenobi.",
+        "usage": {"type": "duration", "seconds": 3726},  # OpenAI: whole seconds, rounded up
+    }
 
 
 def test_verbose_json_has_the_openai_shape() -> None:
     body = json.loads(render(TRANSCRIPT, "verbose_json"))
-    assert set(body) == {"task", "language", "duration", "text", "segments", "words"}
-    assert body["task"] == "transcribe" and body["language"] == "en"
+    assert set(body) == {"task", "language", "duration", "text", "segments", "words", "usage"}
+    assert body["task"] == "transcribe" and body["language"] == "english"
     seg_keys = {
         "id",
         "seek",
@@ -74,6 +77,9 @@ def test_verbose_json_has_the_openai_shape() -> None:
         "no_speech_prob",
     }
     assert all(set(s) == seg_keys for s in body["segments"])
+    # No engine figures in these segments: null, never a 0.0 that reads as certainty.
+    assert all(s["avg_logprob"] is None and s["no_speech_prob"] is None for s in body["segments"])
+    assert [s["seek"] for s in body["segments"]] == [0, 140, 372525]  # start in 10 ms frames
     assert body["words"][0] == {"word": "Hello", "start": 0.0, "end": 0.6}
     assert "words" not in to_verbose_json(TRANSCRIPT, words=False)
     assert "segments" not in to_verbose_json(TRANSCRIPT, segments=False)

@@ -136,7 +136,7 @@ def test_no_generated_request_makes_the_server_fail(fuzz_server: LiveServer) -> 
                 f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:300]}"
             )
             if response.status_code >= 400:
-                assert set(response.json()["error"]) == {"message", "type", "code"}
+                assert set(response.json()["error"]) == {"message", "type", "param", "code"}
                 assert "Traceback" not in response.text
 
         check()
