@@ -14,13 +14,15 @@ from stts.service import EngineManager
 router = APIRouter(tags=["operations"])
 
 
-@router.api_route("/health", methods=["GET", "HEAD"], summary="Liveness")
+@router.head("/health", include_in_schema=False)
+@router.get("/health", summary="Liveness")
 def health() -> dict[str, str]:
     """Always cheap: the process is up and serving HTTP."""
     return {"status": "ok"}
 
 
-@router.api_route("/ready", methods=["GET", "HEAD"], summary="Readiness", response_model=None)
+@router.head("/ready", include_in_schema=False, response_model=None)
+@router.get("/ready", summary="Readiness", response_model=None)
 def ready(
     request: Request, manager: Annotated[EngineManager, Depends(get_manager)]
 ) -> JSONResponse:
