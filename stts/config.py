@@ -43,6 +43,12 @@ class EngineSettings(BaseModel):
 
     workers: int = Field(1, ge=1, le=64, description="requests this engine runs at once")
     queue_size: int = Field(8, ge=0, le=10_000, description="requests waiting beyond the workers")
+    max_streams: int = Field(
+        2,
+        ge=0,
+        le=1000,
+        description="live streams (realtime WebSocket, Wyoming) open at once on this engine",
+    )
     idle_unload_s: float = Field(
         0,
         ge=0,
@@ -110,6 +116,20 @@ class Wav2Vec2Settings(EngineSettings):
     language: str | None = Field(None, description="the model's language, e.g. 'en'")
     threads: int = Field(0, ge=0, description="ONNX Runtime threads; 0 = one per CPU core")
     window_s: float = Field(30.0, ge=5.0, le=120.0, description="longest audio per model call")
+
+
+class StreamingSettings(BaseModel):
+    """Bounds of live streams (realtime WebSocket, Wyoming transcript streaming)."""
+
+    max_duration_s: float = Field(1800.0, gt=0, description="longest stream (one session)")
+    idle_timeout_s: float = Field(
+        60.0, gt=0, description="a stream that sends nothing for this long is closed"
+    )
+    max_backlog_s: float = Field(
+        10.0,
+        gt=0,
+        description="audio received and not yet decoded; beyond it the stream gets an error",
+    )
 
 
 class AudioSettings(BaseModel):
@@ -228,6 +248,7 @@ class Settings(BaseSettings):
     )
 
     audio: AudioSettings = Field(default_factory=AudioSettings)
+    streaming: StreamingSettings = Field(default_factory=StreamingSettings)
     whisper: WhisperSettings = Field(default_factory=WhisperSettings)
     pocketsphinx: PocketSphinxSettings = Field(default_factory=PocketSphinxSettings)
     vosk: VoskSettings = Field(default_factory=VoskSettings)

@@ -231,7 +231,7 @@ class EngineManager:
             with self._abort_lock:
                 self._abort_waiters.discard(entry)
 
-    async def _await_job(self, future: Future[T], cancel: CancelToken, timeout: float) -> T:
+    async def await_job(self, future: Future[T], cancel: CancelToken, timeout: float) -> T:
         """Wait for one engine job without blocking the loop; the job is stopped when the
         deadline passes (TranscriptionTimeout), the caller goes away (CancelledError) or
         the graceful stop runs out of time (ShuttingDown)."""
@@ -459,7 +459,7 @@ class EngineManager:
         step = self._advance(run)
         while isinstance(step, Future):
             try:
-                result = await self._await_job(step, cancel, timeout)
+                result = await self.await_job(step, cancel, timeout)
             except EngineError as exc:
                 step = self._advance(run, error=exc)
                 continue
@@ -549,7 +549,7 @@ class EngineManager:
     ) -> LanguageGuess:
         """Which language is spoken (no fallback: the answer is that engine's opinion)."""
         future, key, cancel, timeout = self._language_job(audio, engine, model, reservation)
-        ranked = await self._await_job(future, cancel, timeout)
+        ranked = await self.await_job(future, cancel, timeout)
         return self._guess(ranked, key, top)
 
     def detect_language(

@@ -60,6 +60,10 @@ SHUTDOWN_RETRY_AFTER_S = 5
 """Retry-After of a ShuttingDown answer: about what a restart or a failover takes."""
 
 
+STREAM_RETRY_AFTER_S = 5
+"""Retry-After when an engine has all the live streams it may have open."""
+
+
 def shutting_down(message: str = "the server is shutting down") -> ShuttingDown:
     return ShuttingDown(f"{message}; retry later", retry_after=SHUTDOWN_RETRY_AFTER_S)
 
@@ -145,6 +149,9 @@ class EngineSlot:
         self.unloads = 0
         self.last_used = time.monotonic()
         self._in_flight = 0
+        self.max_streams = conf.max_streams
+        self.open_streams = 0
+        self.streams = 0  # streams opened, for reporting
         self._admit_lock = threading.Lock()
         self._load_lock = threading.Lock()
         self._instances: queue.SimpleQueue[Engine] = queue.SimpleQueue()
@@ -259,6 +266,21 @@ class EngineSlot:
         now (Overloaded at once when full)."""
         if reservation is None or reservation.slot is not self or not reservation.take():
             self.reserve().take()
+        return self._submit(job, cancel, self._release)
+
+    def submit_step(
+        self, job: Callable[[Engine], T], cancel: CancelToken
+    ) -> concurrent.futures.Future[T]:
+        """Run one step of a live stream (its place is the stream's, taken at open).
+
+        Steps share the workers' queue with whole requests, first come first served, so
+        files and streams share the CPU; open streams are bounded by ``max_streams``.
+        """
+        return self._submit(job, cancel, lambda _elapsed: None)
+
+    def _submit(
+        self, job: Callable[[Engine], T], cancel: CancelToken, done: Callable[[float], None]
+    ) -> concurrent.futures.Future[T]:
         timing = [0.0]
         # The worker runs in a copy of the caller's context: its log lines carry the
         # request id, and its engine time lands in the request's Server-Timing.
@@ -266,11 +288,33 @@ class EngineSlot:
         try:
             future = self._executor.submit(context.run, self._run, job, cancel, timing)
         except RuntimeError as exc:  # executor shut down
-            self._release(0.0)
+            done(0.0)
             raise shutting_down() from exc
         # Released when the job really ends, including a job cancelled while still queued.
-        future.add_done_callback(lambda _f: self._release(timing[0]))
+        future.add_done_callback(lambda _f: done(timing[0]))
         return future
+
+    def reserve_stream(self) -> None:
+        """Count one more open live stream, or raise Overloaded at once (``max_streams``)."""
+        with self._admit_lock:
+            full = self.open_streams >= self.max_streams
+            if full:
+                self.rejected += 1
+            else:
+                self.open_streams += 1
+                self.streams += 1
+        if full:
+            raise Overloaded(
+                f"engine {self.name!r} has {self.max_streams} live streams open, its limit; "
+                "retry later",
+                retry_after=STREAM_RETRY_AFTER_S,
+            )
+
+    def release_stream(self) -> None:
+        """A live stream ended."""
+        with self._admit_lock:
+            self.open_streams -= 1
+            self.last_used = time.monotonic()
 
     def _release(self, elapsed: float) -> None:
         with self._admit_lock:
@@ -296,6 +340,7 @@ class EngineSlot:
             raise
         except Exception as exc:
             logger.exception("engine %s failed while working", self.name)
+            # Chained for the log above; the caller's message names no internals.
             raise TranscriptionFailed(f"engine {self.name!r} failed while transcribing") from exc
         finally:
             timing[0] = time.perf_counter() - started
@@ -311,7 +356,8 @@ class EngineSlot:
             return False
         now = time.monotonic() if now is None else now
         with self._admit_lock:
-            if self._in_flight or now - self.last_used < self.idle_unload_s:
+            busy = self._in_flight or self.open_streams
+            if busy or now - self.last_used < self.idle_unload_s:
                 return False
             if not self._load_lock.acquire(blocking=False):  # a load is under way
                 return False

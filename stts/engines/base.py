@@ -24,6 +24,7 @@ __all__ = ["Cancelled"]  # engines raise it when their CancelToken is set
 if TYPE_CHECKING:
     from stts.audio import AudioArray
     from stts.config import Settings
+    from stts.engines.streaming import EngineStream
 
 Task = Literal["transcribe", "translate"]
 SegmentCallback = Callable[[Segment], None]
@@ -168,6 +169,14 @@ class Engine(ABC):
         cancel: CancelToken | None = None,
     ) -> Transcript:
         """Transcribe 16 kHz mono float32; call ``on_segment`` as segments are ready."""
+
+    def open_stream(self, options: TranscribeOptions) -> EngineStream:
+        """A live utterance on this loaded engine (see :mod:`stts.engines.streaming`).
+
+        Only engines whose capabilities say ``streaming`` implement it. Called from a
+        worker thread; the stream's own state never lives on the shared engine.
+        """
+        raise InvalidRequest(f"engine {self.name!r} cannot transcribe a live stream")
 
     def detect_language(self, audio: AudioArray) -> list[tuple[str, float]]:
         """The languages the speech may be in with their probabilities, most likely first.

@@ -35,7 +35,9 @@ from stts.engines.base import (
     TranscribeOptions,
     VadParameters,
 )
+from stts.engines.streaming import EngineStream
 from stts.engines.whisper_batching import BatchKey, WhisperBatcher, whisper_segment
+from stts.engines.whisper_stream import WhisperStream
 from stts.errors import EngineUnavailable, InvalidRequest, UnknownModel
 from stts.languages import check_language
 from stts.transcript import Segment, Transcript, join_segment_texts
@@ -378,6 +380,18 @@ class WhisperEngine(Engine):
             language=info.language,
             model=self.model,
             task=options.task,
+        )
+
+    def open_stream(self, options: TranscribeOptions) -> EngineStream:
+        """A live utterance: LocalAgreement-2 over re-decoded audio (whisper_stream)."""
+        if self._model is None:
+            raise EngineUnavailable("the Whisper model is not loaded")
+        return WhisperStream(
+            self._model,
+            options,
+            model_name=self.model,
+            multilingual=self._multilingual,
+            beam_size=options.beam_size or self.settings.whisper.beam_size,
         )
 
     def detect_language(self, audio: AudioArray) -> list[tuple[str, float]]:

@@ -1,0 +1,205 @@
+"""The streaming side of the engine contract: ``engine.open_stream(options) -> EngineStream``.
+
+A stream takes 16 kHz mono float32 as it arrives (:meth:`EngineStream.accept`) and says,
+after each piece, which words became *committed* (final: they will not change, and
+their concatenation is the final transcript) and what the *tentative* rest currently
+reads (it may still change). :meth:`EngineStream.finish` commits what is left, and
+:meth:`EngineStream.transcript` gives the whole :class:`~stts.transcript.Transcript`,
+whose text is exactly the committed words joined.
+
+Engines that recognise incrementally (PocketSphinx, Vosk) feed their own partial
+results through here; Whisper, which only decodes whole windows, re-decodes its
+unconfirmed audio and commits what two consecutive hypotheses agree on
+(:class:`LocalAgreement`, "LocalAgreement-2" of Macháček et al. 2023,
+whisper_streaming). Streams are single-threaded: the service calls one stream from one
+worker at a time.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from stts.transcript import Segment, Transcript, Word
+
+if TYPE_CHECKING:
+    from stts.audio import AudioArray
+
+_NORMAL = re.compile(r"[^\w']+")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamUpdate:
+    """What one piece of audio changed."""
+
+    committed: tuple[Word, ...] = ()
+    """Words that became final with this piece (their ``word`` keeps its leading space,
+    so joining every committed word of a stream gives its final text)."""
+    tentative: str = ""
+    """The current guess after the committed words; replaces the previous guess."""
+
+    @property
+    def text(self) -> str:
+        """The committed words of this update as text (leading space kept)."""
+        return "".join(w.word for w in self.committed)
+
+
+class EngineStream(ABC):
+    """One live utterance on one engine instance."""
+
+    @abstractmethod
+    def accept(self, samples: AudioArray) -> StreamUpdate:
+        """Take the next piece of 16 kHz mono float32; say what changed."""
+
+    @abstractmethod
+    def finish(self) -> StreamUpdate:
+        """No more audio: commit the rest (the update says what became final)."""
+
+    @abstractmethod
+    def transcript(self) -> Transcript:
+        """Everything committed so far (after :meth:`finish`: the whole utterance)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Free what the stream holds (called once, also after finish)."""
+
+
+def normalise(word: str) -> str:
+    """A word as compared between hypotheses: case and punctuation ignored."""
+    return _NORMAL.sub("", word.lower())
+
+
+def common_prefix(a: list[Word], b: list[Word]) -> int:
+    """How many leading words two hypotheses share (compared normalised)."""
+    n = 0
+    for left, right in zip(a, b, strict=False):
+        if normalise(left.word) != normalise(right.word):
+            break
+        n += 1
+    return n
+
+
+class RepetitionGuard:
+    """Drops committed words that would make an n-gram repeat over and over.
+
+    Whisper on noise or a cut-off window can loop ("you you you you …", or a whole
+    phrase again and again); a committed n-gram (n ≤ ``max_n``) already repeated
+    ``max_repeats`` times in a row is not emitted again.
+    """
+
+    def __init__(self, max_n: int = 6, max_repeats: int = 2) -> None:
+        self.max_n = max_n
+        self.max_repeats = max_repeats
+        self.history: list[str] = []
+
+    def _loops(self, candidate: list[str]) -> bool:
+        for n in range(1, self.max_n + 1):
+            if len(candidate) < n * (self.max_repeats + 1):
+                break
+            tail = candidate[-n:]
+            if all(
+                candidate[-n * (k + 1) : len(candidate) - n * k] == tail
+                for k in range(1, self.max_repeats + 1)
+            ):
+                return True
+        return False
+
+    def filter(self, words: list[Word]) -> list[Word]:
+        """The words that may be committed, in order."""
+        kept: list[Word] = []
+        for word in words:
+            key = normalise(word.word)
+            if key and self._loops([*self.history, key]):
+                continue
+            if key:
+                self.history.append(key)
+                del self.history[: -self.max_n * (self.max_repeats + 2)]
+            kept.append(word)
+        return kept
+
+
+class LocalAgreement:
+    """Commit the longest prefix two consecutive hypotheses agree on (LocalAgreement-2).
+
+    Hypotheses are lists of timed words in stream time. Words ending at or before the
+    committed end are ignored (already committed, or the model re-reading the overlap).
+    """
+
+    def __init__(self) -> None:
+        self.committed: list[Word] = []
+        self.previous: list[Word] = []
+        self.guard = RepetitionGuard()
+
+    @property
+    def committed_end(self) -> float:
+        """Stream time where the committed words end."""
+        return self.committed[-1].end if self.committed else 0.0
+
+    def _fresh(self, hypothesis: list[Word]) -> list[Word]:
+        end = self.committed_end
+        # Whisper re-reads the audio it is given: words well before the committed end
+        # were heard already; around it, timestamps jitter, so the overlap is found by
+        # the words themselves (up to 5 committed words repeated at the start).
+        fresh = [w for w in hypothesis if w.end > end - 0.5]
+        tail = [normalise(w.word) for w in self.committed[-5:]]
+        for n in range(min(len(tail), len(fresh)), 0, -1):
+            if tail[-n:] == [normalise(w.word) for w in fresh[:n]]:
+                return fresh[n:]
+        return [w for w in fresh if w.start >= end - 0.2]
+
+    def _commit(self, words: list[Word]) -> list[Word]:
+        kept = self.guard.filter(words)
+        if kept and not self.committed:
+            first = kept[0]
+            kept[0] = Word(first.start, first.end, first.word.lstrip(), first.probability)
+        elif kept and not kept[0].word.startswith(" "):
+            first = kept[0]
+            kept[0] = Word(first.start, first.end, " " + first.word, first.probability)
+        self.committed += kept
+        return kept
+
+    def insert(self, hypothesis: list[Word]) -> StreamUpdate:
+        """A new hypothesis of the unconfirmed audio; commit what it confirms."""
+        fresh = self._fresh(hypothesis)
+        agreed = common_prefix(self.previous, fresh)
+        newly = self._commit(fresh[:agreed])
+        self.previous = fresh[agreed:]
+        return StreamUpdate(tuple(newly), "".join(w.word for w in self.previous).strip())
+
+    def flush(self, hypothesis: list[Word] | None = None) -> StreamUpdate:
+        """No more audio: commit the final hypothesis (or the last one) whole."""
+        rest = self._fresh(hypothesis) if hypothesis is not None else self.previous
+        newly = self._commit(rest)
+        self.previous = []
+        return StreamUpdate(tuple(newly), "")
+
+    def transcript(self, duration: float, language: str | None, model: str) -> Transcript:
+        """Everything committed, grouped into segments at pauses."""
+        segments = _segments(self.committed)
+        return Transcript(
+            text="".join(w.word for w in self.committed).strip(),
+            segments=tuple(segments),
+            duration=round(duration, 3),
+            language=language,
+            model=model,
+        )
+
+
+def _segments(words: list[Word], pause_s: float = 0.8) -> list[Segment]:
+    groups: list[list[Word]] = []
+    for word in words:
+        if groups and word.start - groups[-1][-1].end < pause_s:
+            groups[-1].append(word)
+        else:
+            groups.append([word])
+    return [
+        Segment(
+            id=i,
+            start=g[0].start,
+            end=g[-1].end,
+            text="".join(w.word for w in g).strip(),
+            words=tuple(g),
+        )
+        for i, g in enumerate(groups)
+    ]

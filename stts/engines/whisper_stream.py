@@ -1,0 +1,138 @@
+"""Whisper as a live stream: LocalAgreement-2 over re-decoded audio (whisper_streaming).
+
+Whisper decodes whole windows, so a stream keeps the audio not yet confirmed in a
+buffer and, each time at least ``min_chunk_s`` of new audio has arrived, decodes that
+buffer again with word timestamps. The longest prefix on which this hypothesis and the
+previous one agree is committed (:class:`~stts.engines.streaming.LocalAgreement`), the
+committed text that has left the buffer is the prompt of the next pass, and the buffer
+is cut at the end of committed words once it passes ``trim_s``, so it never grows
+without bound.
+
+Interim passes are cheap and deterministic: temperature 0 without fallback (a pass on a
+few hundred milliseconds with fallback took ~8 s in WhisperLiveKit's traces), no
+conditioning on Whisper's own previous text, and never on less than ``min_chunk_s``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stts.audio import SAMPLE_RATE, is_silent
+from stts.engines.base import TranscribeOptions
+from stts.engines.streaming import EngineStream, LocalAgreement, StreamUpdate
+from stts.transcript import Transcript, Word
+
+if TYPE_CHECKING:
+    from stts.audio import AudioArray
+
+PROMPT_CHARS = 200
+"""How much of the committed text is passed to the next pass as its prompt."""
+
+
+class WhisperStream(EngineStream):
+    """One live utterance on a loaded faster-whisper model (shared, thread-safe)."""
+
+    def __init__(
+        self,
+        model: Any,
+        options: TranscribeOptions,
+        *,
+        model_name: str,
+        multilingual: bool,
+        beam_size: int,
+        interim_beam_size: int = 1,
+        min_chunk_s: float = 1.0,
+        trim_s: float = 15.0,
+        max_buffer_s: float = 28.0,
+    ) -> None:
+        self._model = model
+        self.options = options
+        self.model_name = model_name
+        self.language = options.language if multilingual else "en"
+        self.task = options.task if multilingual else "transcribe"
+        self.beam_size = beam_size
+        self.interim_beam_size = min(beam_size, interim_beam_size)
+        self.min_chunk = int(min_chunk_s * SAMPLE_RATE)
+        self.trim = int(trim_s * SAMPLE_RATE)
+        self.max_buffer = int(max_buffer_s * SAMPLE_RATE)
+        self.agreement = LocalAgreement()
+        self.buffer = np.zeros(0, np.float32)
+        self.offset = 0.0  # stream time (s) of buffer[0]
+        self.total = 0  # samples accepted
+        self.unseen = 0  # samples accepted since the last pass
+        self.passes = 0
+
+    def _decode(self, final: bool) -> list[Word]:
+        if len(self.buffer) < SAMPLE_RATE // 4 or is_silent(self.buffer):
+            return []
+        # The prompt is the committed text the buffer no longer holds: words still in the
+        # buffer are decoded again and matched, a prompt repeating them makes Whisper
+        # skip them with stretched timestamps.
+        gone = "".join(w.word for w in self.agreement.committed if w.end <= self.offset)
+        prompt = (self.options.initial_prompt or "") + " " + gone.strip()
+        segments, info = self._model.transcribe(
+            self.buffer,
+            language=self.language,
+            task=self.task,
+            beam_size=self.beam_size if final else self.interim_beam_size,
+            # Interim passes: one temperature, no fallback. The last pass may retry.
+            temperature=(0.0, 0.2, 0.4) if final else 0.0,
+            initial_prompt=prompt.strip()[-PROMPT_CHARS:] or None,
+            word_timestamps=True,
+            condition_on_previous_text=False,
+            vad_filter=False,
+            # Speech runs at ~3 tokens a second: a pass that writes far more is looping.
+            max_new_tokens=min(440, 20 + int(8 * len(self.buffer) / SAMPLE_RATE)),
+        )
+        words = [
+            Word(
+                round(self.offset + w.start, 3),
+                round(self.offset + w.end, 3),
+                w.word,
+                round(float(w.probability), 4),
+            )
+            for segment in segments
+            for w in segment.words or ()
+        ]
+        self.passes += 1
+        if self.language is None and len(self.buffer) >= 2 * SAMPLE_RATE:
+            self.language = info.language  # fixed once heard well enough: no flip-flopping
+        return words
+
+    def _trim(self) -> None:
+        if len(self.buffer) <= self.trim:
+            return
+        cut_at = self.agreement.committed_end
+        if len(self.buffer) > self.max_buffer and cut_at <= self.offset:
+            # Nothing confirmed in a whole window (noise, or words that keep changing):
+            # take the last hypothesis as it is rather than let the buffer grow.
+            self.agreement.flush()
+            cut_at = max(self.agreement.committed_end, self.offset + 5.0)
+        drop = int((cut_at - self.offset) * SAMPLE_RATE)
+        if drop > 0:
+            self.buffer = self.buffer[drop:].copy()
+            self.offset += drop / SAMPLE_RATE
+
+    def accept(self, samples: AudioArray) -> StreamUpdate:
+        """Buffer the audio; re-decode once enough of it is new."""
+        self.buffer = np.concatenate([self.buffer, samples.astype(np.float32, copy=False)])
+        self.total += len(samples)
+        self.unseen += len(samples)
+        if self.unseen < self.min_chunk:
+            return StreamUpdate((), " ".join(w.word.strip() for w in self.agreement.previous))
+        self.unseen = 0
+        update = self.agreement.insert(self._decode(final=False))
+        self._trim()
+        return update
+
+    def finish(self) -> StreamUpdate:
+        """Decode what is left once more and commit all of it."""
+        update = self.agreement.flush(self._decode(final=True))
+        self.buffer = np.zeros(0, np.float32)
+        return update
+
+    def transcript(self) -> Transcript:
+        """Everything committed so far."""
+        return self.agreement.transcript(self.total / SAMPLE_RATE, self.language, self.model_name)
