@@ -2,22 +2,33 @@
 
 One public function, :func:`decode_audio`, built from small private steps:
 open the container (PyAV, no ffmpeg subprocess) -> refuse cheaply from the header
-(size, declared duration) -> decode frames to float planar (PyAV's converter, rate
-unchanged) -> downmix to mono -> resample with a streaming soxr resampler. The
-stream is checked against the duration limit while decoding, so a file whose header
-lies (or has no duration) never grows an unbounded buffer.
+(size, declared duration) -> demux and decode packet by packet -> each frame to float,
+NaN/inf refused and clipped to [-1, 1] before anything mixes or filters it -> downmix to
+mono -> resample with a streaming soxr resampler -> write into one growing buffer, sized
+from the header, so the peak memory is about the final array (not chunks plus their
+concatenation). The stream is checked against the duration limit while decoding, so a
+file whose header lies (or has no duration) never grows an unbounded buffer, and a
+caller's ``cancel`` check is polled for every packet.
+
+Damaged files follow one rule, for every container: decode what is decodable. A packet
+the codec rejects is skipped; undecodable data the demuxer stops on (trailing junk, a
+cut) ends the audio there; a file shorter than its exact header (WAV, FLAC, Ogg) keeps
+what it holds. Each is reported in :attr:`DecodedAudio.warnings`. Only a file in which
+nothing decodes is refused (:class:`~stts.errors.CorruptAudio`).
 
 Headerless PCM is decoded when the caller describes it with :class:`RawFormat`.
-Decoder errors are translated into :class:`stts.errors.AudioError` subclasses here.
+Decoder errors are translated into :class:`stts.errors.AudioError` subclasses here;
+:func:`is_silent` tells digital silence from sound without a model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -31,6 +42,7 @@ import soxr
 from stts.errors import (
     AudioTooLarge,
     AudioTooLong,
+    Cancelled,
     CorruptAudio,
     EmptyAudio,
     UnsupportedAudio,
@@ -43,19 +55,35 @@ SAMPLE_RATE = 16_000
 
 AudioArray = npt.NDArray[np.float32]
 AudioSource = bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryIO
+CancelCheck = Callable[[], bool]
+"""Returns True once the caller gave up (client gone, deadline passed, shutting down)."""
 
 RawEncoding = Literal["s16le", "s32le", "f32le", "u8"]
-_RAW_DTYPES: dict[str, tuple[str, float, float]] = {
-    # encoding: (numpy dtype, offset, scale) so that float = (x - offset) / scale
-    "s16le": ("<i2", 0.0, 32768.0),
-    "s32le": ("<i4", 0.0, 2147483648.0),
-    "f32le": ("<f4", 0.0, 1.0),
-    "u8": ("u1", 128.0, 128.0),
+_RAW_DTYPES: dict[str, tuple[str, str]] = {
+    # encoding: (numpy dtype, the FFmpeg sample format it is)
+    "s16le": ("<i2", "s16"),
+    "s32le": ("<i4", "s32"),
+    "f32le": ("<f4", "flt"),
+    "u8": ("u1", "u8"),
 }
+# Integer sample formats: float = (x - offset) / scale. Float formats are used as they are.
+_INT_SCALES: dict[str, tuple[float, float]] = {
+    "u8": (128.0, 128.0),
+    "s16": (0.0, 32768.0),
+    "s32": (0.0, 2147483648.0),
+    "s64": (0.0, 9223372036854775808.0),
+}
+_FLOAT_FORMATS = frozenset({"flt", "dbl"})
 
-# WAV writers that stream (sox, ffmpeg to a pipe) leave these sizes in the header.
-_WAV_UNKNOWN_SIZES = {0, 0xFFFFFFFF, 0x7FFFFFFF}
-_DECODE_CHUNK_SAMPLES = 1 << 16
+# WAV writers that stream (sox, ffmpeg to a pipe, arecord to stdout) leave these sizes in
+# the header: the data runs to the end of the file.
+_WAV_UNKNOWN_SIZES = {0, 0xFFFFFFFF, 0x7FFFFFFF, 0x7FFFF000}
+# Containers whose declared length is exact (not estimated from a bitrate).
+_EXACT_LENGTH = frozenset({"wav", "flac", "ogg"})
+_RAW_BLOCK_FRAMES = 1 << 16
+# Initial capacity when nothing declares a length; grown by a factor as needed.
+_UNKNOWN_LENGTH_S = 30.0
+_GROWTH = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +126,15 @@ class AudioInfo:
 
 @dataclass(frozen=True, slots=True)
 class DecodedAudio:
-    """16 kHz mono float32 samples plus a description of the original."""
+    """16 kHz mono float32 samples plus a description of the original.
+
+    ``warnings`` says what of a damaged file was skipped (short ASCII sentences, one
+    per problem; empty for a clean file), for the caller to pass on.
+    """
 
     samples: AudioArray
     info: AudioInfo
+    warnings: tuple[str, ...] = ()
 
     @property
     def duration(self) -> float:
@@ -114,20 +147,31 @@ def decode_audio(
     *,
     raw: RawFormat | None = None,
     limits: AudioLimits | None = None,
+    cancel: CancelCheck | None = None,
 ) -> DecodedAudio:
     """Decode bytes, a path or a binary file object to 16 kHz mono float32."""
     limits = limits or AudioLimits()
+    _check_cancel(cancel)
     data = _read_bounded(source, limits.max_bytes)
     if not data:
         raise EmptyAudio("the audio is empty (0 bytes)")
     if raw is not None:
-        return _decode_raw(data, raw, limits)
-    return _decode_container(data, limits)
+        return _decode_raw(data, raw, limits, cancel)
+    return _decode_container(data, limits, cancel)
 
 
-def _read_bounded(source: AudioSource, max_bytes: int) -> bytes:
-    if isinstance(source, bytes | bytearray | memoryview):
-        data = bytes(source)
+def _check_cancel(cancel: CancelCheck | None) -> None:
+    if cancel is not None and cancel():
+        raise Cancelled("decoding was stopped")
+
+
+def _read_bounded(source: AudioSource, max_bytes: int) -> bytes | memoryview:
+    """The input's bytes; a bytes object, bytearray or memoryview is not copied."""
+    data: bytes | memoryview
+    if isinstance(source, bytes):
+        data = source
+    elif isinstance(source, bytearray | memoryview):
+        data = memoryview(source).cast("B")
     elif isinstance(source, str | os.PathLike):
         path = Path(source)
         try:
@@ -147,8 +191,10 @@ def _read_bounded(source: AudioSource, max_bytes: int) -> bytes:
     return data
 
 
-def _decode_raw(data: bytes, fmt: RawFormat, limits: AudioLimits) -> DecodedAudio:
-    dtype, offset, scale = _RAW_DTYPES[fmt.encoding]
+def _decode_raw(
+    data: bytes | memoryview, fmt: RawFormat, limits: AudioLimits, cancel: CancelCheck | None
+) -> DecodedAudio:
+    dtype, sample_format = _RAW_DTYPES[fmt.encoding]
     frame_bytes = np.dtype(dtype).itemsize * fmt.channels
     if len(data) % frame_bytes:
         raise CorruptAudio(
@@ -157,53 +203,86 @@ def _decode_raw(data: bytes, fmt: RawFormat, limits: AudioLimits) -> DecodedAudi
         )
     seconds = len(data) / frame_bytes / fmt.sample_rate
     _check_duration(seconds, limits, declared=False)
+    # A view on the caller's bytes, converted a block at a time: no whole-input copies.
     pcm = np.frombuffer(data, dtype=dtype).reshape(-1, fmt.channels)
-    mono = pcm.mean(axis=1, dtype=np.float32) if fmt.channels > 1 else pcm[:, 0].astype(np.float32)
-    if offset or scale != 1.0:
-        mono = (mono - np.float32(offset)) / np.float32(scale)
-    samples = _finish(_resample_whole(mono, fmt.sample_rate))
+
+    def blocks() -> Iterator[tuple[AudioArray, int]]:
+        for start in range(0, len(pcm), _RAW_BLOCK_FRAMES):
+            _check_cancel(cancel)
+            planes = _float_planes(pcm[start : start + _RAW_BLOCK_FRAMES].T, sample_format)
+            yield _downmix(planes), fmt.sample_rate
+
+    out = _SampleBuffer(seconds, limits)
+    _resample_into(blocks(), out, limits, _Damage())
     info = AudioInfo("raw", fmt.encoding, fmt.sample_rate, fmt.channels, seconds)
-    return DecodedAudio(samples, info)
+    return DecodedAudio(out.result(), info)
 
 
-def _decode_container(data: bytes, limits: AudioLimits) -> DecodedAudio:
-    declared_wav = _wav_declared_seconds(data)
-    if declared_wav is not None:
-        _check_duration(declared_wav, limits, declared=True)
+def _decode_container(
+    data: bytes | memoryview, limits: AudioLimits, cancel: CancelCheck | None
+) -> DecodedAudio:
+    warnings: list[str] = []
+    wav = _wav_data(data)
+    if wav is not None:
+        _check_duration(wav.seconds, limits, declared=True)
+        if wav.truncated:
+            warnings.append(
+                f"the WAV file is truncated: its header declares {wav.declared:.2f} s "
+                f"but it holds {wav.seconds:.2f} s"
+            )
     try:
+        # BytesIO shares a bytes object's buffer; only a memoryview is copied, once.
         container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
     except av.error.FFmpegError as exc:
         raise UnsupportedAudio(
             "the file is not in an audio format stts can read "
             "(supported: wav, flac, mp3, ogg/vorbis, opus, m4a/aac, webm, raw PCM)"
         ) from exc
+    damage = _Damage()
     with container:
         if not container.streams.audio:
             raise UnsupportedAudio("the file contains no audio stream")
         stream = container.streams.audio[0]
-        declared = _declared_seconds(container, stream)
+        if stream.codec_context is None:  # a codec FFmpeg has no decoder for
+            raise UnsupportedAudio("the file's audio codec is not one stts can decode")
+        fmt_name = container.format.name
+        declared = wav.seconds if wav is not None else _declared_seconds(container, stream)
         if declared is not None:
             _check_duration(declared, limits, declared=True)
         info_rate = stream.codec_context.sample_rate or 0
         channels = stream.codec_context.channels or 0
-        chunks = list(_resampled_chunks(container, stream, limits))
         codec = stream.codec_context.name
-        fmt_name = container.format.name
-    samples = _finish(np.concatenate(chunks) if chunks else np.zeros(0, np.float32))
+        out = _SampleBuffer(declared, limits)
+        frames = _tolerant_frames(container, stream, damage, cancel)
+        _resample_into(_mono_frames(frames), out, limits, damage)
+    samples = out.result()
     if samples.size == 0:
+        if damage:
+            raise CorruptAudio(f"nothing in the file could be decoded: {damage}")
+        if declared:
+            raise CorruptAudio(
+                f"nothing in the file could be decoded: its header declares {declared:.2f} s"
+            )
         raise EmptyAudio("the audio contains no samples")
     duration = len(samples) / SAMPLE_RATE
-    if declared_wav is not None and duration < declared_wav * 0.98 - 0.05:
-        raise CorruptAudio(
-            f"the WAV file is truncated: its header declares {declared_wav:.2f} s "
-            f"but it holds {duration:.2f} s"
+    if damage:
+        warnings.append(str(damage))
+    # Shorter than an exact header says (a cut, or pages the demuxer dropped): say so.
+    # MP3 and AAC lengths may be estimated from the bitrate, so they are not compared.
+    if (
+        declared is not None
+        and fmt_name in _EXACT_LENGTH
+        and duration < declared * 0.98 - 0.05
+        and not (wav is not None and wav.truncated)
+    ):
+        warnings.append(
+            f"decoded {duration:.2f} s of the {declared:.2f} s its header declares: "
+            "the rest is missing or damaged"
         )
-    if declared is not None and fmt_name == "flac" and duration < declared * 0.98 - 0.05:
-        raise CorruptAudio(
-            f"the FLAC file is truncated: its header declares {declared:.2f} s "
-            f"but it holds {duration:.2f} s"
-        )
-    return DecodedAudio(samples, AudioInfo(fmt_name, codec, info_rate, channels, duration))
+    if warnings:
+        logger.info("decoded what was decodable of a damaged file: %s", "; ".join(warnings))
+    info = AudioInfo(fmt_name, codec, info_rate, channels, duration)
+    return DecodedAudio(samples, info, tuple(warnings))
 
 
 def _declared_seconds(
@@ -216,8 +295,15 @@ def _declared_seconds(
     return None
 
 
-def _wav_declared_seconds(data: bytes) -> float | None:
-    """Duration the RIFF header claims; FFmpeg silently clamps it to the file size."""
+@dataclass(frozen=True, slots=True)
+class _WavData:
+    seconds: float  # what the file holds (the header's size, or the bytes up to the end)
+    declared: float  # what the header's data size says
+    truncated: bool  # the header's size runs past the end and is no streaming placeholder
+
+
+def _wav_data(data: bytes | memoryview) -> _WavData | None:
+    """The RIFF data chunk's length; FFmpeg silently clamps it to the file size."""
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         return None
     pos, byte_rate = 12, 0
@@ -230,9 +316,17 @@ def _wav_declared_seconds(data: bytes) -> float | None:
         if chunk_id == b"fmt " and pos + 20 <= len(data):
             (byte_rate,) = struct.unpack_from("<I", data, pos + 8 + 8)
         elif chunk_id == b"data":
-            if size in _WAV_UNKNOWN_SIZES or byte_rate <= 0:
+            if byte_rate <= 0:
                 return None
-            return float(size) / float(byte_rate)
+            present = len(data) - (pos + 8)
+            # A size past the end is a streaming writer's placeholder or a cut file:
+            # either way the file's own size is what there is to decode.
+            held = min(size, present) if size not in _WAV_UNKNOWN_SIZES else present
+            return _WavData(
+                seconds=held / byte_rate,
+                declared=size / byte_rate,
+                truncated=size > present and size not in _WAV_UNKNOWN_SIZES,
+            )
         pos += 8 + size + (size & 1)
     return None
 
@@ -246,67 +340,151 @@ def _check_duration(seconds: float, limits: AudioLimits, *, declared: bool) -> N
         )
 
 
-def _resampled_chunks(
-    container: av.container.InputContainer, stream: av.AudioStream, limits: AudioLimits
-) -> Iterator[AudioArray]:
-    """Mono 16 kHz chunks, resampled incrementally; stops at the duration limit."""
-    resampler: soxr.ResampleStream | None = None
-    in_rate = 0
-    total_in = 0
-    try:
-        for mono, rate in _mono_frames(container, stream):
-            if resampler is None:
-                in_rate = rate
-                if rate != SAMPLE_RATE:
-                    resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32")
-            elif rate != in_rate:
-                raise CorruptAudio("the sample rate changes in the middle of the stream")
-            total_in += len(mono)
-            _check_duration(total_in / in_rate, limits, declared=False)
-            if resampler is None:
-                yield mono
-            else:
-                out = resampler.resample_chunk(mono)
-                if out.size:
-                    yield out
-        if resampler is not None:
-            tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
-            if tail.size:
-                yield tail
-    except av.error.FFmpegError as exc:
-        raise CorruptAudio(f"the audio could not be decoded: {_ffmpeg_reason(exc)}") from exc
+@dataclass(slots=True)
+class _Damage:
+    """What a tolerant decode skipped, for :attr:`DecodedAudio.warnings`."""
 
+    bad_packets: int = 0
+    other_rate_frames: int = 0
+    stopped_at: float | None = None  # seconds decoded when the demuxer gave up
+    reason: str = ""
 
-def _mono_frames(
-    container: av.container.InputContainer, stream: av.AudioStream
-) -> Iterator[tuple[AudioArray, int]]:
-    """Float mono samples per decoded frame, at the stream's own rate."""
-    # Only the sample format is converted here (to planar float); the rate is soxr's job.
-    converter = av.AudioResampler(format="fltp")
-    for frame in container.decode(stream):
-        rate = frame.sample_rate
-        for out in converter.resample(frame):
-            planes = out.to_ndarray()
-            yield (
-                (planes.mean(axis=0, dtype=np.float32) if planes.shape[0] > 1 else planes[0]),
-                rate,
+    def __bool__(self) -> bool:
+        return bool(self.bad_packets or self.other_rate_frames or self.stopped_at is not None)
+
+    def __str__(self) -> str:
+        parts = []
+        if self.bad_packets:
+            parts.append(f"skipped {self.bad_packets} undecodable packet(s)")
+        if self.other_rate_frames:
+            parts.append(f"skipped {self.other_rate_frames} frame(s) at another sample rate")
+        if self.stopped_at is not None:
+            parts.append(
+                f"stopped at undecodable data after {self.stopped_at:.2f} s ({self.reason})"
             )
+        return "; ".join(parts)
 
 
-def _resample_whole(mono: AudioArray, rate: int) -> AudioArray:
-    if rate == SAMPLE_RATE:
-        return mono
-    out: AudioArray = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
+def _tolerant_frames(
+    container: av.container.InputContainer,
+    stream: av.AudioStream,
+    damage: _Damage,
+    cancel: CancelCheck | None,
+) -> Iterator[av.AudioFrame]:
+    """Decoded frames: a packet the codec rejects is skipped, a demuxer error ends the stream."""
+    packets = container.demux(stream)
+    decoded = 0.0
+    while True:
+        _check_cancel(cancel)
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except av.error.FFmpegError as exc:
+            damage.stopped_at, damage.reason = decoded, _ffmpeg_reason(exc)
+            break
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            damage.bad_packets += 1
+            continue
+        for frame in frames:
+            if isinstance(frame, av.AudioFrame):
+                decoded += frame.samples / (frame.sample_rate or 1)
+                yield frame
+    with contextlib.suppress(av.error.FFmpegError):  # drain what the decoder still holds
+        yield from stream.codec_context.decode(None)
+
+
+def _mono_frames(frames: Iterable[av.AudioFrame]) -> Iterator[tuple[AudioArray, int]]:
+    """Float mono samples per decoded frame, at the stream's own rate."""
+    for frame in frames:
+        planes = frame.to_ndarray()
+        if not frame.format.is_planar:  # packed: (1, samples * channels)
+            planes = planes.reshape(-1, max(len(frame.layout.channels), 1)).T
+        if planes.size:
+            yield _downmix(_float_planes(planes, frame.format.name.rstrip("p"))), frame.sample_rate
+
+
+def _float_planes(planes: npt.NDArray[np.generic], sample_format: str) -> AudioArray:
+    """(channels, samples) of any sample format -> float32 in [-1, 1]."""
+    if sample_format in _FLOAT_FORMATS:
+        low, high = planes.min(), planes.max()  # NaN propagates through min and max
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise CorruptAudio("the audio contains NaN or infinite samples")
+        # Clip each channel before it is mixed or filtered: a sample at 1000 x full scale
+        # must not smear into its neighbours through the downmix or the resampler.
+        if low < -1.0 or high > 1.0:
+            planes = np.clip(planes, -1.0, 1.0)
+        return planes.astype(np.float32, copy=False)
+    offset, scale = _INT_SCALES[sample_format]
+    out = planes.astype(np.float32)
+    if offset:
+        out -= np.float32(offset)
+    out *= np.float32(1.0 / scale)
     return out
 
 
-def _finish(samples: AudioArray) -> AudioArray:
-    samples = np.ascontiguousarray(samples, dtype=np.float32)
-    if not np.all(np.isfinite(samples)):
-        raise CorruptAudio("the audio contains NaN or infinite samples")
-    # Float sources may exceed full scale; engines expect [-1, 1].
-    np.clip(samples, -1.0, 1.0, out=samples)
-    return samples
+def _downmix(planes: AudioArray) -> AudioArray:
+    if planes.shape[0] == 1:
+        mono: AudioArray = planes[0]
+        return mono
+    mixed: AudioArray = planes.mean(axis=0, dtype=np.float32)
+    return mixed
+
+
+class _SampleBuffer:
+    """One float32 array that grows in place: no list of chunks to concatenate at the end.
+
+    Sized from the declared length (a little over), grown geometrically when the header
+    lies or is absent, trimmed at the end; ``ndarray.resize`` reallocates in place, which
+    for large arrays remaps pages instead of copying them.
+    """
+
+    def __init__(self, declared_s: float | None, limits: AudioLimits) -> None:
+        seconds = _UNKNOWN_LENGTH_S if declared_s is None else declared_s * 1.01 + 0.1
+        seconds = min(seconds, limits.max_duration_s * 1.01 + 1.0)
+        self._data: AudioArray = np.empty(int(seconds * SAMPLE_RATE) + 1, np.float32)
+        self._size = 0
+
+    def append(self, chunk: AudioArray) -> None:
+        end = self._size + len(chunk)
+        if end > len(self._data):
+            self._data.resize(max(end, int(len(self._data) * _GROWTH)), refcheck=False)
+        view = self._data[self._size : end]
+        view[:] = chunk
+        # Resampling a clipped signal overshoots a little (Gibbs): engines expect [-1, 1].
+        np.clip(view, -1.0, 1.0, out=view)
+        self._size = end
+
+    def result(self) -> AudioArray:
+        self._data.resize(self._size, refcheck=False)
+        return self._data
+
+
+def _resample_into(
+    pieces: Iterable[tuple[AudioArray, int]],
+    out: _SampleBuffer,
+    limits: AudioLimits,
+    damage: _Damage,
+) -> None:
+    """Resample mono pieces to 16 kHz into ``out``; stops at the duration limit."""
+    resampler: soxr.ResampleStream | None = None
+    in_rate = 0
+    total_in = 0
+    for mono, rate in pieces:
+        if not in_rate:
+            in_rate = rate
+            if rate != SAMPLE_RATE:
+                resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32")
+        elif rate != in_rate:  # a damaged header in the middle of the stream
+            damage.other_rate_frames += 1
+            continue
+        total_in += len(mono)
+        _check_duration(total_in / in_rate, limits, declared=False)
+        out.append(mono if resampler is None else resampler.resample_chunk(mono))
+    if resampler is not None:
+        out.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
 
 
 _SILENCE_FRAME = 400  # 25 ms at 16 kHz: short enough that one word's loudest frame counts
