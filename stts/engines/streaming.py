@@ -84,37 +84,47 @@ class RepetitionGuard:
     """Drops committed words that would make an n-gram repeat over and over.
 
     Whisper on noise or a cut-off window can loop ("you you you you …", or a whole
-    phrase again and again); a committed n-gram (n ≤ ``max_n``) already repeated
-    ``max_repeats`` times in a row is not emitted again.
+    phrase again and again). Once the committed words end with an n-gram (n ≤ ``max_n``)
+    said ``max_repeats`` times in a row, a word starting it once more is dropped, and so
+    is the rest of that repetition: the loop is cut at a phrase boundary.
     """
 
     def __init__(self, max_n: int = 6, max_repeats: int = 2) -> None:
         self.max_n = max_n
         self.max_repeats = max_repeats
         self.history: list[str] = []
+        self._skipping: tuple[list[str], int] | None = None  # (phrase, next index)
 
-    def _loops(self, candidate: list[str]) -> bool:
+    def _loop_start(self, key: str) -> list[str] | None:
         for n in range(1, self.max_n + 1):
-            if len(candidate) < n * (self.max_repeats + 1):
+            span = n * self.max_repeats
+            if len(self.history) < span:
                 break
-            tail = candidate[-n:]
-            if all(
-                candidate[-n * (k + 1) : len(candidate) - n * k] == tail
-                for k in range(1, self.max_repeats + 1)
-            ):
-                return True
-        return False
+            phrase = self.history[-n:]
+            if key == phrase[0] and self.history[-span:] == phrase * self.max_repeats:
+                return phrase
+        return None
 
     def filter(self, words: list[Word]) -> list[Word]:
         """The words that may be committed, in order."""
         kept: list[Word] = []
         for word in words:
             key = normalise(word.word)
-            if key and self._loops([*self.history, key]):
+            if not key:
+                kept.append(word)
                 continue
-            if key:
-                self.history.append(key)
-                del self.history[: -self.max_n * (self.max_repeats + 2)]
+            if self._skipping is not None:
+                phrase, index = self._skipping
+                if key == phrase[index]:
+                    self._skipping = (phrase, (index + 1) % len(phrase))
+                    continue
+                self._skipping = None
+            phrase_ = self._loop_start(key)
+            if phrase_ is not None:
+                self._skipping = (phrase_, 1 % len(phrase_))
+                continue
+            self.history.append(key)
+            del self.history[: -self.max_n * (self.max_repeats + 1)]
             kept.append(word)
         return kept
 
