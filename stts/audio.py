@@ -31,7 +31,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 import av
 import av.error
@@ -84,6 +84,8 @@ _RAW_BLOCK_FRAMES = 1 << 16
 # Initial capacity when nothing declares a length; grown by a factor as needed.
 _UNKNOWN_LENGTH_S = 30.0
 _GROWTH = 1.5
+_BATCH_SAMPLES = 1 << 13
+_EMPTY: AudioArray = np.zeros(0, np.float32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,13 +411,11 @@ def _mono_frames(frames: Iterable[av.AudioFrame]) -> Iterator[tuple[AudioArray, 
 def _float_planes(planes: npt.NDArray[np.generic], sample_format: str) -> AudioArray:
     """(channels, samples) of any sample format -> float32 in [-1, 1]."""
     if sample_format in _FLOAT_FORMATS:
-        low, high = planes.min(), planes.max()  # NaN propagates through min and max
-        if not (np.isfinite(low) and np.isfinite(high)):
-            raise CorruptAudio("the audio contains NaN or infinite samples")
-        # Clip each channel before it is mixed or filtered: a sample at 1000 x full scale
-        # must not smear into its neighbours through the downmix or the resampler.
-        if low < -1.0 or high > 1.0:
-            planes = np.clip(planes, -1.0, 1.0)
+        # Clip each channel before it is mixed: a channel at 1000 x full scale must not
+        # drown the others. Mono is checked and clipped a block at a time before the
+        # resampler instead (see _resample_into), which is the same and cheaper.
+        if planes.shape[0] > 1:
+            planes = _within_full_scale(planes)
         return planes.astype(np.float32, copy=False)
     offset, scale = _INT_SCALES[sample_format]
     out = planes.astype(np.float32)
@@ -423,6 +423,17 @@ def _float_planes(planes: npt.NDArray[np.generic], sample_format: str) -> AudioA
         out -= np.float32(offset)
     out *= np.float32(1.0 / scale)
     return out
+
+
+def _within_full_scale(samples: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """Refuse NaN and infinity, clip to [-1, 1]: float formats may hold any value."""
+    low, high = samples.min(), samples.max()  # NaN propagates through min and max
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise CorruptAudio("the audio contains NaN or infinite samples")
+    if low < -1.0 or high > 1.0:
+        clipped: npt.NDArray[Any] = np.clip(samples, -1.0, 1.0)
+        return clipped
+    return samples
 
 
 def _downmix(planes: AudioArray) -> AudioArray:
@@ -472,6 +483,20 @@ def _resample_into(
     resampler: soxr.ResampleStream | None = None
     in_rate = 0
     total_in = 0
+    # Codec frames are small (20 ms of Opus): gather ~1/4 s before the per-call costs of
+    # the resampler and the buffer, which would otherwise dominate a long file.
+    pending: list[AudioArray] = []
+    pending_len = 0
+
+    def flush(last: bool = False) -> None:
+        nonlocal pending_len
+        block = pending[0] if len(pending) == 1 else np.concatenate(pending or [_EMPTY])
+        # At the edge, before the resampler: a filter fed 1000 x full scale rings at 1000 x.
+        block = _within_full_scale(block) if block.size else block
+        pending.clear()
+        pending_len = 0
+        out.append(block if resampler is None else resampler.resample_chunk(block, last=last))
+
     for mono, rate in pieces:
         if not in_rate:
             in_rate = rate
@@ -482,9 +507,12 @@ def _resample_into(
             continue
         total_in += len(mono)
         _check_duration(total_in / in_rate, limits, declared=False)
-        out.append(mono if resampler is None else resampler.resample_chunk(mono))
-    if resampler is not None:
-        out.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+        pending.append(mono)
+        pending_len += len(mono)
+        if pending_len >= _BATCH_SAMPLES:
+            flush()
+    if pending or resampler is not None:
+        flush(last=True)
 
 
 _SILENCE_FRAME = 400  # 25 ms at 16 kHz: short enough that one word's loudest frame counts
