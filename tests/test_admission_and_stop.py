@@ -443,3 +443,23 @@ def test_no_fallback_means_no_promise_of_one_in_the_log(
         unregister_engine(AlwaysFailsEngine.name)
     failed = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
     assert failed and not any("trying the next" in m for m in failed)
+
+
+# -- item 11 (API side): what a damaged file lost is said, not hidden ----------------------
+
+
+@requires_corpus
+def test_a_damaged_mp3_is_answered_with_a_warning_header(server: LiveServer) -> None:
+    data = bytearray(corpus_file("ort-extensions__1272-141231-0002.mp3").read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
+    response = httpx.post(
+        f"{server.url}/v1/audio/transcriptions",
+        files={"file": ("damaged.mp3", bytes(data), "audio/mpeg")},
+        data={"model": "pocketsphinx"},
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["text"]
+    warning = response.headers["x-stt-warning"]
+    assert warning.isascii() and len(warning) <= 500

@@ -240,6 +240,14 @@ class Timed:
     seconds: float
 
 
+def warning_headers(audio: DecodedAudio) -> dict[str, str]:
+    """``X-STT-Warning``: what of a damaged file was skipped (absent when nothing was)."""
+    if not audio.warnings:
+        return {}
+    text = "; ".join(audio.warnings)
+    return {"X-STT-Warning": text if len(text) <= 500 else text[:499] + "…"}
+
+
 def sse_event(payload: dict[str, object]) -> str:
     """One server-sent event carrying a JSON object."""
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"

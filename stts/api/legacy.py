@@ -21,6 +21,7 @@ from stts.api.common import (
     raw_format_from_content_type,
     read_bounded,
     read_upload,
+    warning_headers,
 )
 from stts.engines.base import TranscribeOptions
 from stts.engines.registry import engine_names
@@ -80,7 +81,11 @@ async def _stt(
             {"word": w.word, "start": w.start, "end": w.end, "probability": w.probability}
             for w in t.words
         ]
-    headers = {"X-STT-Engine": t.engine, "X-STT-Fallback": "true" if t.fallback else "false"}
+    headers = {
+        "X-STT-Engine": t.engine,
+        "X-STT-Fallback": "true" if t.fallback else "false",
+        **warning_headers(audio),
+    }
     return JSONResponse(body, headers=headers)
 
 

@@ -22,6 +22,7 @@ from stts.api.common import (
     get_manager,
     raw_format_from_content_type,
     read_upload,
+    warning_headers,
 )
 from stts.catalogue import model_ids, resolve_model
 from stts.engines.base import Capabilities, TranscribeOptions, VadParameters
@@ -203,10 +204,13 @@ async def _handle(
                     "X-STT-Engine": work.engine[0],
                     "X-STT-Model": work.engine[1],
                     "X-STT-Fallback": "true" if work.engine != key else "false",
+                    **warning_headers(audio),
                 },
             )
         timed = await work.run(audio, options)
-    return _respond(timed.transcript, fmt, granularities, logprobs)
+    response = _respond(timed.transcript, fmt, granularities, logprobs)
+    response.headers.update(warning_headers(audio))
+    return response
 
 
 @router.post("/audio/transcriptions", summary="Create transcription")
