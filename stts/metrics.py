@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     ProcessCollector,
     generate_latest,
@@ -57,6 +58,11 @@ class _EngineCollector(Collector):
             "Times the model was freed for being idle (idle_unload_s)",
             labels=["engine", "model"],
         )
+        streams = GaugeMetricFamily(
+            "stts_engine_open_streams",
+            "Live streams open (realtime WebSocket items, Wyoming streams)",
+            labels=["engine", "model"],
+        )
         for slot in self.manager.loaded_slots():
             stats = slot.stats()
             labels = [stats.engine, stats.model]
@@ -68,7 +74,8 @@ class _EngineCollector(Collector):
             if stats.load_time_s is not None:
                 load_time.add_metric(labels, stats.load_time_s)
             unloads.add_metric(labels, stats.unloads)
-        yield from (depth, in_flight, capacity, rejected, loaded, load_time, unloads)
+            streams.add_metric(labels, slot.open_streams)
+        yield from (depth, in_flight, capacity, rejected, loaded, load_time, unloads, streams)
 
 
 class Metrics:
@@ -111,6 +118,38 @@ class Metrics:
             "stts_wyoming_requests",
             "Wyoming utterances answered, by result (ok or the error code)",
             ["result"],
+            registry=self.registry,
+        )
+        self.realtime_sessions = Gauge(
+            "stts_realtime_sessions_open",
+            "Realtime WebSocket sessions open",
+            registry=self.registry,
+        )
+        self.realtime_closed = Counter(
+            "stts_realtime_sessions",
+            "Realtime WebSocket sessions ended, by result (ok, client_gone or the error code)",
+            ["result"],
+            registry=self.registry,
+        )
+        self.stream_audio_seconds = Counter(
+            "stts_stream_audio_seconds",
+            "Seconds of audio taken by live streams",
+            ["engine"],
+            registry=self.registry,
+        )
+        latency_buckets = (0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30)
+        self.stream_partial_latency = Histogram(
+            "stts_stream_partial_latency_seconds",
+            "From speech start (or the first audio) to the first text shown (delta or tentative)",
+            ["engine"],
+            buckets=latency_buckets,
+            registry=self.registry,
+        )
+        self.stream_final_latency = Histogram(
+            "stts_stream_final_latency_seconds",
+            "From speech stop (or the commit) to the completed transcript",
+            ["engine"],
+            buckets=latency_buckets,
             registry=self.registry,
         )
         manager.add_observer(self.observe_transcript)

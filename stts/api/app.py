@@ -25,7 +25,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stts import __version__
-from stts.api import docs, legacy, ops
+from stts.api import docs, legacy, ops, realtime
 from stts.api import openai as openai_routes
 from stts.api.drain import DrainGuard, GracefulStop
 from stts.api.edge import Guard, RequestContext, cors_options, load_api_keys
@@ -230,6 +230,7 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
     app.include_router(legacy.router)
     app.include_router(ops.router)
     app.include_router(docs.router)
+    app.include_router(realtime.router)
     # Added innermost first: CORS -> RequestContext -> Guard -> BodySizeLimit -> routes.
     # CORS outermost: preflights need no key and every answer (401, 429, 413, the draining
     # 503) carries its headers. Keys are read here so a bad key setting fails create_app.
@@ -266,6 +267,8 @@ def server_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn
         # uvicorn's own handling would trust 127.0.0.1 behind our back.
         "proxy_headers": False,
         "server_header": False,
+        # The realtime WebSocket takes appends of up to 15 MiB of audio (OpenAI's limit).
+        "ws_max_size": realtime.MAX_MESSAGE_BYTES,
     }
     options.update(overrides)
     return uvicorn.Config(app, **options)

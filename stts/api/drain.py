@@ -23,7 +23,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stts.api.responses import error_response
+from stts.api.edge import deny
 from stts.service import EngineManager, shutting_down
 
 logger = logging.getLogger(__name__)
@@ -89,25 +89,33 @@ class GracefulStop:
         return max(0.0, self.deadline - time.monotonic())
 
     async def wait_aborted(self) -> None:
-        """Return once :meth:`abort` has run."""
-        assert self._aborted is not None
-        await self._aborted.wait()
+        """Return once :meth:`abort` has run (never, when not attached to a loop: an app
+        run without its lifespan has no graceful stop)."""
+        if self._aborted is None:
+            await asyncio.Event().wait()
+        else:
+            await self._aborted.wait()
 
 
 class DrainGuard:
     """503 + Retry-After for new requests while draining; a JSON 503 for requests that are
-    still unanswered after the abort (never uvicorn's plain-text 500)."""
+    still unanswered after the abort (never uvicorn's plain-text 500).
+
+    WebSocket handshakes too: refused with the 503 before the upgrade while draining; an
+    open session answers the abort itself (an ``error`` event and a close) and is cut off
+    here if it has not ended shortly afterwards.
+    """
 
     def __init__(self, app: ASGIApp, stop: GracefulStop) -> None:
         self.app = app
         self.stop = stop
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == "/health":
+        if scope["type"] not in ("http", "websocket") or scope["path"] == "/health":
             await self.app(scope, receive, send)
             return
         if self.stop.draining:
-            await error_response(shutting_down())(scope, receive, send)
+            await deny(shutting_down(), scope, receive, send)
             return
         if self.stop._aborted is None:  # not attached to a loop (no lifespan): pass through
             await self.app(scope, receive, send)
@@ -116,7 +124,12 @@ class DrainGuard:
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
-            if message["type"] == "http.response.start":
+            if message["type"] in (
+                "http.response.start",
+                "websocket.accept",
+                "websocket.http.response.start",
+                "websocket.close",
+            ):
                 started = True
             await send(message)
 
@@ -141,4 +154,4 @@ class DrainGuard:
             await task
         if not started:
             error = shutting_down("the server is shutting down; the request was stopped")
-            await error_response(error)(scope, receive, send)
+            await deny(error, scope, receive, send)

@@ -1,6 +1,10 @@
 """What every request passes through before a route: id, logs, metrics, drain, auth, rate limit.
 
 Pure ASGI middlewares (no response buffering, so streaming responses stay streaming).
+WebSocket handshakes (the realtime face) pass through the same id, log, key and rate
+checks: a refused handshake is answered with the same JSON error and HTTP status
+before the upgrade (the ASGI WebSocket denial response), and opening a WebSocket takes
+a token from the same bucket as a POST.
 """
 
 from __future__ import annotations
@@ -24,13 +28,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stts.api.responses import error_response
 from stts.config import Settings
-from stts.errors import ConfigError, RateLimited, ShuttingDown, Unauthorized
+from stts.errors import ConfigError, RateLimited, ShuttingDown, SttsError, Unauthorized
 from stts.logs import request_id_var, timings_var
 from stts.metrics import Metrics
 
 access_log = logging.getLogger("stts.access")
 
 OPEN_PATHS = frozenset({"/health", "/ready"})
+BROWSER_KEY_PREFIX = "openai-insecure-api-key."
+"""A ``Sec-WebSocket-Protocol`` entry carrying the API key (browsers cannot set headers)."""
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _KEY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -45,6 +51,34 @@ def _header(scope: Scope, name: bytes) -> str | None:
 def _header_lines(scope: Scope, name: bytes) -> list[str]:
     """Every line of a header that may be repeated, in the order received."""
     return [value.decode("latin-1") for key, value in scope.get("headers", []) if key == name]
+
+
+def _request_id(scope: Scope) -> str:
+    incoming = _header(scope, b"x-request-id")
+    return incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+
+async def deny(
+    error: SttsError,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Answer a request, or refuse a WebSocket handshake, with the error's JSON and status.
+
+    A WebSocket is refused before the upgrade with the same HTTP response (the ASGI
+    denial-response extension); a server without that extension gets a plain close,
+    which clients see as HTTP 403.
+    """
+    if scope["type"] == "websocket" and "websocket.http.response" not in scope.get(
+        "extensions", {}
+    ):
+        await send({"type": "websocket.close", "code": 1008, "reason": error.code})
+        return
+    response = error_response(error)
+    response.headers.update(headers or {})
+    await response(scope, receive, send)
 
 
 class CorsOptions(TypedDict):
@@ -90,11 +124,13 @@ class RequestContext:
         self.is_draining = is_draining
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = _header(scope, b"x-request-id")
-        request_id = incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = _request_id(scope)
         token = request_id_var.set(request_id)
         timings: dict[str, float] = {}
         timings_token = timings_var.set(timings)
@@ -149,6 +185,47 @@ class RequestContext:
             )
             request_id_var.reset(token)
             timings_var.reset(timings_token)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket session: its id is in every log line it causes (the session runs
+        inside this call), one access-log line when it ends, 101 counted if accepted."""
+        request_id = _request_id(scope)
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500  # the server's answer to an app that fails before accepting
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            kind = message["type"]
+            if kind in ("websocket.accept", "websocket.http.response.start"):
+                status = 101 if kind == "websocket.accept" else message["status"]
+                headers = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message = {**message, "headers": headers}
+            elif kind == "websocket.close" and status == 500:
+                status = 403  # closed before accepting: the server answers 403
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            # Sessions last minutes: counted, but kept out of the request-latency histogram.
+            self.metrics.requests.labels(template, "GET", str(status), "").inc()
+            access_log.info(
+                "WEBSOCKET %s %s",
+                scope["path"],
+                status,
+                extra={
+                    "method": "WEBSOCKET",
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 1),
+                    "client": (scope.get("client") or ("", 0))[0],
+                },
+            )
+            request_id_var.reset(token)
 
 
 @dataclass
@@ -302,7 +379,13 @@ class Guard:
         auth = _header(scope, b"authorization")
         if auth and auth[:7].lower() == "bearer ":
             presented = auth[7:].strip()
-        return presented or _header(scope, b"x-api-key") or None
+        presented = presented or _header(scope, b"x-api-key")
+        if not presented and scope["type"] == "websocket":
+            for protocol in scope.get("subprotocols", []):
+                if protocol.startswith(BROWSER_KEY_PREFIX):
+                    presented = protocol[len(BROWSER_KEY_PREFIX) :]
+                    break
+        return presented or None
 
     def _key_name(self, presented: str) -> str | None:
         digest = hashlib.sha256(presented.encode()).digest()
@@ -339,7 +422,7 @@ class Guard:
         return any(ip in net for net in self.proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         identity: str | None = None
@@ -351,7 +434,7 @@ class Guard:
                     "too many requests with a wrong API key from this address; retry later",
                     retry_after=max(1, math.ceil(wait)),
                 )
-                await error_response(limited)(scope, receive, send)
+                await deny(limited, scope, receive, send)
                 return
             presented = self._presented_key(scope)
             name = self._key_name(presented) if presented else None
@@ -360,13 +443,17 @@ class Guard:
                     self.auth_failures.take(address)
                 error = Unauthorized(
                     "missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key'"
+                    + (
+                        f" (or the WebSocket subprotocol '{BROWSER_KEY_PREFIX}<key>')"
+                        if scope["type"] == "websocket"
+                        else ""
+                    )
                 )
-                response = error_response(error)
-                response.headers["WWW-Authenticate"] = "Bearer"
-                await response(scope, receive, send)
+                await deny(error, scope, receive, send, {"WWW-Authenticate": "Bearer"})
                 return
             identity = f"key:{name}"
-        if self.enabled and scope["method"] == "POST":
+        # Opening a WebSocket session costs what a POST costs.
+        if self.enabled and (scope["type"] == "websocket" or scope["method"] == "POST"):
             identity = identity or f"ip:{self.client_ip(scope)}"
             per_minute = (
                 self.per_key.get(identity.removeprefix("key:"))
@@ -378,6 +465,6 @@ class Guard:
                 limited = RateLimited(
                     "rate limit exceeded; retry later", retry_after=max(1, math.ceil(wait))
                 )
-                await error_response(limited)(scope, receive, send)
+                await deny(limited, scope, receive, send)
                 return
         await self.app(scope, receive, send)
