@@ -629,13 +629,16 @@ def test_a_session_over_its_maximum_duration_is_closed(limits_server: LiveServer
 def test_an_idle_session_is_closed(limits_server: LiveServer) -> None:
     async def run() -> None:
         client = await session(limits_server)
+        await client.update(turn_detection=None)
+        await client.append(to_pcm16(TONE_SECOND[:4000], 24000))  # an item left open
         with pytest.raises(websockets.ConnectionClosed) as closed:
-            await client.recv(timeout=10)
-            await client.recv(timeout=10)
+            while True:
+                await client.recv(timeout=10)
         assert client.events[-1]["error"]["code"] == "request_timeout"
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
 
     asyncio.run(run())
+    wait_no_streams(limits_server)
 
 
 def test_a_full_engine_refuses_new_sessions_before_the_upgrade(limits_server: LiveServer) -> None:

@@ -388,8 +388,8 @@ class _Session:
                 if aborted in done:
                     raise shutting_down("the server is shutting down; the session is closed")
                 if not done:
-                    if any(item.task and not item.task.done() for item in self.items):
-                        continue  # still transcribing: the client waits for us
+                    if any(i.finish.is_set() and i.task and not i.task.done() for i in self.items):
+                        continue  # still finishing a committed item: the client waits for us
                     raise RequestTimeout(f"no event for {idle_s:g} s; the session is closed")
                 message = receive.result()
                 receive = None
@@ -569,13 +569,9 @@ class _Session:
         item = _Item(self, audio_start)
         previous = self.items[-1].task if self.items else None
         item.task = asyncio.ensure_future(item.run(previous))
+        self.items = [i for i in self.items if i.task and not i.task.done()]
         self.items.append(item)
-        item.task.add_done_callback(lambda _t: self._forget(item))
         return item
-
-    def _forget(self, item: _Item) -> None:
-        if item in self.items and item is not self.item:
-            self.items.remove(item)
 
     async def _push(self, item: _Item, samples: AudioArray) -> None:
         try:
