@@ -703,13 +703,13 @@ async def realtime_transcription(websocket: WebSocket) -> None:
     except _ClientGone:
         result = "client_gone"
     except SttsError as exc:
+        # Answered before the items are stopped: a decode step under way may hold its
+        # stream for a while, and the graceful stop cuts off what has not ended soon.
         result = exc.code
-        await session.close()
         await _end(websocket, exc, session)
     except Exception:
         logger.exception("realtime session %s failed", session.id)
         result = "internal_error"
-        await session.close()
         await _end(websocket, SttsError("internal server error"), session)
     finally:
         await session.close()
