@@ -402,4 +402,4 @@ def test_no_stack_traces_in_any_error(fault_server: LiveServer) -> None:
     )
     # fault-fails falls back to pocketsphinx; the body keeps OpenAI's shape.
     assert conf_fail.status_code == 200 and conf_fail.headers["x-stt-fallback"] == "true"
-    assert json.loads(conf_fail.text).keys() == {"text"}
+    assert json.loads(conf_fail.text).keys() == {"text", "usage"}
