@@ -842,3 +842,33 @@ def test_jfk_at_real_time_pace_streams_deltas_within_the_offline_wer(
         f"streamed vs {offline_wer:.3f} offline ({normalize_text(streamed)!r})"
     )
     assert streamed_wer <= offline_wer + 0.10
+
+
+def test_the_openai_beta_client_gets_the_beta_shape(fake_server: LiveServer) -> None:
+    from openai import AsyncOpenAI
+
+    async def run() -> tuple[list[str], dict[str, Any]]:
+        client = AsyncOpenAI(
+            api_key="unused",
+            base_url=f"{fake_server.url}/v1",
+            websocket_base_url=f"ws://127.0.0.1:{fake_server.port}/v1",
+        )
+        kinds: list[str] = []
+        async with client.beta.realtime.connect(
+            model="gpt-4o-transcribe", extra_query={"intent": "transcription"}
+        ) as conn:
+            await conn.transcription_session.update(
+                session={"input_audio_format": "pcm16", "turn_detection": None}
+            )
+            await conn.input_audio_buffer.append(audio=b64(to_pcm16(TONE_SECOND, 24000)))
+            await conn.input_audio_buffer.commit()
+            async for event in conn:
+                kinds.append(event.type)
+                if event.type == COMPLETED:
+                    return kinds, event.model_dump()
+        raise AssertionError("no completed event")
+
+    kinds, done = asyncio.run(run())
+    assert kinds[0] == "transcription_session.created"
+    assert "transcription_session.updated" in kinds and "conversation.item.created" in kinds
+    assert done["transcript"] == "w1 w2 end."
