@@ -331,6 +331,18 @@ def _draining_server_class() -> Any:
             super().__init__(config)
             self.application = application
 
+        async def shutdown(self, sockets: list[Any] | None = None) -> None:
+            # uvicorn closes every connection at once here (WebSockets with 1012); live
+            # sessions get shutdown_grace_s like requests do: the app ends them at the
+            # abort (an error event, then a close), uvicorn's own timeout is the backstop.
+            live = {
+                c
+                for c in self.server_state.connections
+                if type(c).__module__.startswith("uvicorn.protocols.websockets")
+            }
+            self.server_state.connections.difference_update(live)
+            await super().shutdown(sockets)
+
         def handle_exit(self, sig: int, frame: object) -> None:
             self.application.state.stop.request()  # type: ignore[attr-defined]
             super().handle_exit(sig, frame)  # type: ignore[arg-type]

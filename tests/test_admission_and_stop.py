@@ -463,3 +463,64 @@ def test_a_damaged_mp3_is_answered_with_a_warning_header(server: LiveServer) -> 
     assert response.json()["text"]
     warning = response.headers["x-stt-warning"]
     assert warning.isascii() and len(warning) <= 500
+
+
+# -- a realtime session on SIGTERM gets the grace period, then an error event ----------------
+
+
+@pytest.mark.slow
+@requires_corpus
+def test_sigterm_gives_realtime_sessions_the_grace_period(cache_dir: Path) -> None:
+    """A real `stts serve`: a session open at SIGTERM is not cut at once (uvicorn closes
+    WebSockets with 1012 when it starts shutting down); it gets shutdown_grace_s, then an
+    `error` event `shutting_down`, then the close; the process exits soon after."""
+    import asyncio
+    import base64
+
+    from websockets.asyncio.client import connect
+
+    grace = 3.0
+    port = free_port()
+    proc = spawn_server(
+        port,
+        {
+            "STTS_CACHE_DIR": str(cache_dir),
+            "STTS_ENGINES": "whisper",
+            "STTS_SHUTDOWN_GRACE_S": str(grace),
+        },
+        stderr=subprocess.PIPE,
+    )
+    tone = (np.sin(np.arange(2400) / 3) * 3000).astype("<i2").tobytes()  # 100 ms, 24 kHz
+
+    async def session() -> tuple[float, list[dict[str, object]]]:
+        async with connect(f"ws://127.0.0.1:{port}/v1/realtime?intent=transcription") as ws:
+            events = [json.loads(await ws.recv())]  # session.created
+            update = {"type": "session.update", "session": {"type": "transcription"}}
+            update["session"]["audio"] = {"input": {"turn_detection": None}}  # type: ignore[index]
+            await ws.send(json.dumps(update))
+            events.append(json.loads(await ws.recv()))
+            await ws.send(
+                json.dumps(
+                    {"type": "input_audio_buffer.append", "audio": base64.b64encode(tone).decode()}
+                )
+            )
+            await asyncio.sleep(0.5)
+            sent = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            try:
+                async for message in ws:
+                    events.append(json.loads(message))
+            except Exception:
+                pass
+            return time.monotonic() - sent, events
+
+    try:
+        held, events = asyncio.run(session())
+        code = proc.wait(60)
+    finally:
+        stderr = _stop(proc)
+    print(f"session held {held:.2f} s after SIGTERM (grace {grace} s)")
+    assert code == 0, stderr[-2000:]
+    assert held >= grace - 0.5  # not cut off when the shutdown began
+    errors = [e for e in events if e.get("type") == "error"]
+    assert errors and errors[-1]["error"]["code"] == "shutting_down"  # type: ignore[index]
