@@ -73,16 +73,19 @@ def transcribe(
     from stts.engines.base import TranscribeOptions
 
     mgr = manager or default_manager()
+    options = mgr.check_options(  # a bad language is refused before any decoding
+        mgr.resolve(engine, model),
+        TranscribeOptions(
+            language=language,
+            task=task,
+            word_timestamps=word_timestamps,
+            initial_prompt=initial_prompt,
+        ),
+    )
     audio = (
         source
         if isinstance(source, DecodedAudio)
         else decode_audio(source, raw=raw, limits=mgr.settings.audio.limits())
-    )
-    options = TranscribeOptions(
-        language=language,
-        task=task,
-        word_timestamps=word_timestamps,
-        initial_prompt=initial_prompt,
     )
     return mgr.transcribe(audio, engine=engine, model=model, options=options)
 

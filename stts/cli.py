@@ -124,10 +124,14 @@ def transcribe(
     try:
         settings, manager = _file_command_manager(config, engine, model)
         raw = RawFormat(raw_rate, raw_channels, raw_encoding)  # type: ignore[arg-type]
+        # A language the engine doesn't know is a usage error, said before any decoding.
+        options = manager.check_options(
+            manager.resolve(engine, model),
+            TranscribeOptions(language=language, task=task.value, word_timestamps=word_timestamps),
+        )
     except SttsError as exc:
         _error(f"{exc.message}")
         raise typer.Exit(2) from None
-    options = TranscribeOptions(language=language, task=task.value, word_timestamps=word_timestamps)
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
@@ -253,9 +257,13 @@ def engines(
             "streaming": "stream",
         }
         flags = [label for key, label in labels.items() if caps.get(key)]
-        langs = (
-            caps["languages"] if isinstance(caps["languages"], str) else ",".join(caps["languages"])
-        )
+        codes = caps["languages"]
+        if isinstance(codes, str):
+            langs = codes
+        elif len(codes) > 6:  # Whisper's 99: the count, not a wall of codes
+            langs = f"{len(codes)} ({', '.join(codes[:3])}, ...)"
+        else:
+            langs = ",".join(codes)
         model = r["model"] + ("" if r["model_found"] else " [red](missing)[/red]")
         name = r["name"] + (" [bold](default)[/bold]" if r["default"] else "")
         table.add_row(

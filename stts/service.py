@@ -29,6 +29,7 @@ from stts.config import Settings
 from stts.engines.base import (
     Availability,
     CancelToken,
+    Capabilities,
     Engine,
     SegmentCallback,
     TranscribeOptions,
@@ -43,6 +44,7 @@ from stts.errors import (
     UnknownEngine,
     UnknownModel,
 )
+from stts.languages import check_language
 from stts.slots import (
     SHUTDOWN_RETRY_AFTER_S,
     EngineSlot,
@@ -284,18 +286,19 @@ class EngineManager:
             logger.error("default engine failed to load: %s", exc.message)
 
     def chain(self, key: SlotKey, options: TranscribeOptions) -> list[SlotKey]:
-        """The chosen engine, then the configured fallbacks able to do the task."""
+        """The chosen engine, then the configured fallbacks able to do the task (translate)
+        in the request's language; an English-only fallback never answers German."""
         keys = [key]
         for name in self.settings.fallback:
             if name == key[0] or name not in self.settings.engines:
                 continue
-            if options.task == "translate":
-                caps = self.slot(
-                    (name, get_engine_class(name).default_model(self.settings))
-                ).capabilities
-                if caps is not None and not caps.translation:
-                    continue
-            keys.append((name, get_engine_class(name).default_model(self.settings)))
+            candidate = (name, get_engine_class(name).default_model(self.settings))
+            caps = self.capabilities(candidate)
+            if options.task == "translate" and not caps.translation:
+                continue
+            if options.language and caps.languages and options.language not in caps.languages:
+                continue
+            keys.append(candidate)
         return keys
 
     def deadline(self, audio_seconds: float) -> float:
@@ -305,16 +308,20 @@ class EngineManager:
     def check_options(self, key: SlotKey, options: TranscribeOptions) -> TranscribeOptions:
         """``options`` with the language normalised (``en-US``, ``english`` -> ``en``), or
         InvalidLanguage (400) if the engine doesn't know it: call before reading audio."""
-        from stts.languages import check_language  # lead: hoist to the imports
-
         if options.language is None:
             return options
-        slot = self._slots.get(key)
-        caps = slot.capabilities if slot is not None else None
-        if caps is None:  # not loaded yet: the engine answers from its files, loading nothing
-            caps = get_engine_class(key[0])(self.settings, key[1]).capabilities
+        caps = self.capabilities(key)
         language = check_language(options.language, caps.languages, key[0], key[1])
         return replace(options, language=language)
+
+    def capabilities(self, key: SlotKey) -> Capabilities:
+        """What an engine's model can do: from the loaded model, else from its files
+        (nothing is loaded)."""
+        slot = self._slots.get(key)
+        caps = slot.capabilities if slot is not None else None
+        if caps is None:
+            caps = get_engine_class(key[0])(self.settings, key[1]).capabilities
+        return caps
 
     # -- transcription --------------------------------------------------------
 

@@ -250,3 +250,19 @@ def test_idle_unload_is_off_by_default(tmp_path) -> None:  # type: ignore[no-unt
         assert slot.state == "loaded"
     finally:
         mgr.close()
+
+
+def test_fallback_chain_skips_engines_without_the_requested_language(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """German speech that Whisper fails on is not 'answered' by English-only PocketSphinx."""
+    mgr = EngineManager(
+        Settings(cache_dir=tmp_path, engines=["whisper", "pocketsphinx"], fallback=["pocketsphinx"])
+    )
+    key = mgr.resolve("whisper")
+    assert mgr.chain(key, TranscribeOptions(language="de")) == [key]
+    assert [k[0] for k in mgr.chain(key, TranscribeOptions(language="en"))] == [
+        "whisper",
+        "pocketsphinx",
+    ]
+    assert [k[0] for k in mgr.chain(key, TranscribeOptions())] == ["whisper", "pocketsphinx"]
+    assert not mgr.loaded_slots() or all(s.state != "loaded" for s in mgr.loaded_slots())
+    mgr.close()
