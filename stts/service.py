@@ -649,6 +649,8 @@ def engine_report(manager: EngineManager, name: str) -> dict[str, Any]:
         "workers": conf.workers,
         "queue_size": conf.queue_size,
         "in_flight": sum(s.in_flight for s in slots),
+        "max_streams": conf.max_streams,
+        "open_streams": sum(s.open_streams for s in slots),
         "load_time_s": loaded[0].load_time_s if loaded else None,
         "idle_unload_s": conf.idle_unload_s,
         "idle_unloads": sum(s.unloads for s in slots),
