@@ -204,6 +204,18 @@ def model_languages(settings: Settings, model: str) -> frozenset[str] | None:
         return None
 
 
+def _token_cap(seconds: float) -> int | None:
+    """At most this many tokens for audio shorter than one window (None: Whisper's own).
+
+    Speech runs at ~3 tokens a second; a decoder looping on noise ("I'm sorry, I'm
+    sorry, …") otherwise writes up to its limit and retries at every temperature: 20-30 s
+    on 1 s of a clipped constant. 220 keeps prompt + tokens within Whisper's 448.
+    """
+    if seconds >= 28.0:
+        return None
+    return min(220, 24 + int(8 * seconds))
+
+
 class WhisperEngine(Engine):
     """faster-whisper on CTranslate2: multilingual, translation, word timestamps."""
 
@@ -364,6 +376,7 @@ class WhisperEngine(Engine):
             vad_filter=cfg.vad_filter if options.vad_filter is None else options.vad_filter,
             vad_parameters=_vad_parameters(options.vad),
             word_timestamps=options.word_timestamps,
+            max_new_tokens=_token_cap(len(audio) / 16_000),
         )
         segments: list[Segment] = []
         for index, raw in enumerate(segments_iter):
