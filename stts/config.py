@@ -130,6 +130,12 @@ class StreamingSettings(BaseModel):
         gt=0,
         description="audio received and not yet decoded; beyond it the stream gets an error",
     )
+    wyoming: bool = Field(
+        False,
+        description="Wyoming: utterances on engines that stream are transcribed as they "
+        "arrive and answered with transcript-start, transcript-chunk..., transcript, "
+        "transcript-stop; off: every utterance is answered whole, with one transcript",
+    )
 
 
 class AudioSettings(BaseModel):
