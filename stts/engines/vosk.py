@@ -9,6 +9,11 @@ back with different words from one request to the next (alphacep/vosk-api#868). 
 ``vosk.dither`` is set, stts loads the model through a view of the directory in its
 cache (links to every file, the feature config with ``--dither=0.0`` added), which makes
 transcripts repeatable without touching the operator's model directory.
+
+Vosk streams natively (:class:`VoskStream`): a recogniser per stream over the shared
+model, fed as audio arrives. When Kaldi's endpointer closes an utterance
+(``AcceptWaveform`` returns True) that utterance's words are final and committed;
+``PartialResult`` is the tentative rest; ``FinalResult`` commits the last utterance.
 """
 
 from __future__ import annotations
@@ -33,9 +38,10 @@ from stts.engines.base import (
     TranscribeOptions,
     probe_model_dir,
 )
+from stts.engines.streaming import EngineStream, StreamUpdate
 from stts.errors import EngineUnavailable
 from stts.languages import normalize_language
-from stts.transcript import Segment, Transcript, Word
+from stts.transcript import Segment, Transcript, Word, segments_from_words
 
 if TYPE_CHECKING:
     from stts.audio import AudioArray
@@ -43,6 +49,7 @@ if TYPE_CHECKING:
 
 _CHUNK_SAMPLES = 16_000 // 2  # feed half a second at a time; cancel is checked per chunk
 _FEATURE_CONFIGS = ("mfcc.conf", "fbank.conf")
+_PAUSE_S = 0.6  # in a stream's transcript, a silence this long starts a new segment
 
 
 def undithered_view(model_dir: Path, cache_dir: Path) -> Path:
@@ -110,7 +117,8 @@ class VoskEngine(Engine):
 
     @property
     def capabilities(self) -> Capabilities:
-        """One language per model, word timings, no translation; recognisers per request."""
+        """One language per model, word timings, native streaming, no translation;
+        recognisers per request or stream."""
         language = self.settings.vosk.language
         return Capabilities(
             languages=frozenset({normalize_language(language) or language})
@@ -119,7 +127,7 @@ class VoskEngine(Engine):
             word_timestamps=True,
             translation=False,
             language_detection=False,
-            streaming=False,
+            streaming=True,
             thread_safe=True,
         )
 
@@ -189,6 +197,79 @@ class VoskEngine(Engine):
             model=self.model,
         )
 
+    def open_stream(self, options: TranscribeOptions) -> EngineStream:
+        """A live utterance: a recogniser of its own over the shared model."""
+        if self._model is None:
+            raise EngineUnavailable("the Vosk model is not loaded")
+        recognizer = self._recognizer_cls(self._model, 16_000)
+        recognizer.SetWords(True)
+        return VoskStream(recognizer, self.settings.vosk.language, self.model)
+
     def close(self) -> None:
         """Drop the model."""
         self._model = None
+
+
+def _result_words(result_json: str) -> list[Word]:
+    """A Kaldi result's timed words, each with a leading space (streams join them)."""
+    result = json.loads(result_json)
+    return [
+        Word(
+            round(w["start"], 3), round(w["end"], 3), " " + w["word"], round(w.get("conf", 1.0), 4)
+        )
+        for w in result.get("result", ())
+    ]
+
+
+class VoskStream(EngineStream):
+    """One live utterance on a Kaldi recogniser; Kaldi's endpointer decides what is final."""
+
+    def __init__(self, recognizer: Any, language: str | None, model_name: str) -> None:
+        self._recognizer = recognizer
+        self.language = language
+        self.model_name = model_name
+        self.committed: list[Word] = []
+        self.total = 0  # samples accepted
+        self.finished = False
+
+    def _commit(self, result_json: str) -> StreamUpdate:
+        words = _result_words(result_json)
+        if words and not self.committed:  # the stream's first word: no leading space
+            first = words[0]
+            words[0] = Word(first.start, first.end, first.word.lstrip(), first.probability)
+        self.committed += words
+        return StreamUpdate(tuple(words), "")
+
+    def accept(self, samples: AudioArray) -> StreamUpdate:
+        """Feed the audio; an utterance Kaldi closed is committed, the rest is tentative."""
+        pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
+        self.total += len(pcm)
+        if self._recognizer.AcceptWaveform(pcm.tobytes()):
+            return self._commit(self._recognizer.Result())
+        partial = json.loads(self._recognizer.PartialResult()).get("partial", "")
+        return StreamUpdate((), partial.strip())
+
+    def finish(self) -> StreamUpdate:
+        """Commit the last utterance (``FinalResult``)."""
+        if self.finished:
+            return StreamUpdate()
+        self.finished = True
+        return self._commit(self._recognizer.FinalResult())
+
+    def transcript(self) -> Transcript:
+        """Everything committed so far, a segment per pause."""
+        segments = segments_from_words(
+            [Word(w.start, w.end, w.word.strip(), w.probability) for w in self.committed],
+            _PAUSE_S,
+        )
+        return Transcript(
+            text="".join(w.word for w in self.committed).strip(),
+            segments=tuple(segments),
+            duration=round(self.total / 16_000, 3),
+            language=self.language,
+            model=self.model_name,
+        )
+
+    def close(self) -> None:
+        """Drop the recogniser."""
+        self._recognizer = None

