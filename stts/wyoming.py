@@ -11,10 +11,21 @@ optional JSON data, optional binary payload per event). An ASR service answers:
   audio or the request is bad, the queue is full, or every engine failed. The connection
   stays open for the next utterance either way.
 
+With ``streaming.wyoming`` on, an utterance on an engine that streams (PocketSphinx,
+Vosk, Whisper) is transcribed while it arrives, as Wyoming 1.7's transcript streaming
+has it (``info`` says ``supports_transcript_streaming``): each audio chunk goes into a
+:class:`~stts.streams.LiveStream` at once, and the answer is ``transcript-start``, a
+``transcript-chunk`` for each piece of committed text (final: the chunks joined are the
+transcript), then at ``audio-stop`` the last chunk, the whole ``transcript`` and
+``transcript-stop``. An utterance that meets an error after ``transcript-start`` gets its
+``error`` and then ``transcript-stop``. With no stream place free on the engine
+(``max_streams``), or on an engine that can't stream, the utterance is answered whole.
+
 The PCM that the chunks carry (any rate, 16- or 32-bit, any channel count) goes through
 the same edge as every HTTP request: :func:`stts.audio.decode_audio` turns it into 16 kHz
-mono float32 once, then the shared :class:`~stts.service.EngineManager` schedules it with
-the same queues, deadlines and fallback. Memory per connection is bounded: events are read
+mono float32 once (a streamed utterance: chunk by chunk, the same arithmetic), then the
+shared :class:`~stts.service.EngineManager` schedules it with the same queues, deadlines
+and fallback. Memory per connection is bounded: events are read
 with limits on their data and payload (the ``wyoming`` package's own reader has none), and
 an utterance longer than ``audio.max_duration_s`` or ``audio.max_bytes`` is refused.
 
@@ -38,22 +49,28 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import numpy as np
+import soxr
+
 from stts import __version__
-from stts.audio import AudioLimits, RawFormat, decode_audio
+from stts.audio import SAMPLE_RATE, AudioArray, AudioLimits, RawFormat, decode_audio
 from stts.catalogue import engine_model_ids, resolve_model
 from stts.engines.base import TranscribeOptions
 from stts.engines.registry import get_engine_class
 from stts.errors import (
     AudioTooLong,
     ConfigError,
+    CorruptAudio,
     EmptyAudio,
     InvalidRequest,
+    ShuttingDown,
     SttsError,
     UnsupportedAudio,
 )
 from stts.languages import LANGUAGE_NAMES
 from stts.logs import request_id_var
 from stts.service import EngineManager, Reservation, SlotKey
+from stts.streams import LiveStream
 
 if TYPE_CHECKING:
     from wyoming.event import Event
@@ -65,6 +82,8 @@ MAX_DATA_BYTES = 64 * 1024
 MAX_CHUNK_BYTES = 4 * 1024 * 1024
 """Largest payload of one event (Home Assistant sends 1024-sample chunks: 2 KiB)."""
 _ENCODINGS = {2: "s16le", 4: "s32le"}
+_SCALES = {2: ("<i2", 32768.0), 4: ("<i4", 2147483648.0)}  # width -> (dtype, full scale)
+_BACKPRESSURE_POLL_S = 0.02
 _UPSTREAM = {  # engine -> (who made it, where it's from), for the info event's attribution
     "whisper": ("OpenAI Whisper, via faster-whisper", "https://github.com/SYSTRAN/faster-whisper"),
     "pocketsphinx": ("CMU PocketSphinx", "https://github.com/cmusphinx/pocketsphinx"),
@@ -84,6 +103,53 @@ class ProtocolError(InvalidRequest):
     code = "protocol_error"
 
 
+class _PcmToStream:
+    """A streamed utterance's PCM -> 16 kHz mono float32, chunk by chunk.
+
+    The arithmetic of :func:`stts.audio.decode_audio` for raw PCM (integers scaled to
+    [-1, 1), channels averaged, one soxr stream resampling), so a streamed utterance
+    hears what a whole one would; a frame split across two chunks waits for the next.
+    """
+
+    def __init__(self, fmt: RawFormat, width: int) -> None:
+        self.dtype, self.scale = _SCALES[width]
+        self.channels = fmt.channels
+        self.frame_bytes = width * fmt.channels
+        self._rest = b""
+        self._resampler = (
+            None
+            if fmt.sample_rate == SAMPLE_RATE
+            else soxr.ResampleStream(fmt.sample_rate, SAMPLE_RATE, 1, dtype="float32")
+        )
+
+    def convert(self, data: bytes) -> AudioArray:
+        """The 16 kHz samples this chunk completes."""
+        if self._rest:
+            data = self._rest + data
+        usable = len(data) - len(data) % self.frame_bytes
+        self._rest = data[usable:]
+        frames = np.frombuffer(data, self.dtype, count=usable // self.frame_bytes * self.channels)
+        samples: AudioArray = frames.astype(np.float32)
+        samples *= np.float32(1.0 / self.scale)
+        if self.channels > 1:
+            samples = samples.reshape(-1, self.channels).mean(axis=1, dtype=np.float32)
+        if self._resampler is not None:
+            samples = self._resampler.resample_chunk(samples)
+        return np.clip(samples, -1.0, 1.0, out=samples)
+
+    def flush(self) -> AudioArray:
+        """The end of the utterance: what the resampler still holds."""
+        if self._rest:
+            raise CorruptAudio(
+                f"the PCM ends with {len(self._rest)} bytes, part of a "
+                f"{self.frame_bytes}-byte frame"
+            )
+        if self._resampler is None:
+            return np.zeros(0, np.float32)
+        tail: AudioArray = self._resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+        return np.clip(tail, -1.0, 1.0, out=tail)
+
+
 @dataclass
 class _Utterance:
     """What one transcribe ... audio-stop exchange has gathered so far."""
@@ -96,6 +162,11 @@ class _Utterance:
     refused: SttsError | None = None  # set once; later chunks are dropped, stop answers it
     reservation: Reservation | None = None  # the engine place, held from audio-start
     started: bool = False  # an event of this utterance arrived: a drain waits for its answer
+    received: int = 0  # bytes of PCM received
+    stream: LiveStream | None = None  # transcribed as it arrives (streaming.wyoming)
+    converter: _PcmToStream | None = None
+    pump: asyncio.Task[None] | None = None  # sends committed text as transcript-chunks
+    transcript_started: bool = False  # transcript-start was sent
 
 
 def wyoming_languages(manager: EngineManager, name: str) -> list[str]:
@@ -108,13 +179,20 @@ def wyoming_languages(manager: EngineManager, name: str) -> list[str]:
     return sorted(caps.languages)
 
 
+def streams_on_wyoming(manager: EngineManager, key: SlotKey) -> bool:
+    """Whether Wyoming utterances on this engine are transcribed as they arrive."""
+    return manager.settings.streaming.wyoming and manager.capabilities(key).streaming
+
+
 def build_info(manager: EngineManager) -> Any:
     """The ``info`` event's content: one ASR program with every servable model."""
     from wyoming.info import AsrModel, AsrProgram, Attribution, Info
 
     models = []
+    streaming = False
     for model_id in engine_model_ids(manager):  # aliases (whisper-1) are the HTTP API's
         engine = model_id.partition(":")[0]
+        streaming = streaming or streams_on_wyoming(manager, resolve_model(manager, model_id))
         models.append(
             AsrModel(
                 name=model_id,
@@ -132,7 +210,9 @@ def build_info(manager: EngineManager) -> Any:
         description="stts: offline speech-to-text",
         version=__version__,
         models=models,
-        supports_transcript_streaming=False,
+        # One program for every model: it streams when any of its models does (the
+        # others answer with one transcript, which streaming clients accept too).
+        supports_transcript_streaming=streaming,
     )
     return Info(asr=[program])
 
@@ -200,6 +280,7 @@ class WyomingSession:
         self.utterance = _Utterance()
         self.limits = limits
         self.answering = False
+        self._max_backlog_s = manager.settings.streaming.max_backlog_s / 2
 
     @property
     def busy(self) -> bool:
@@ -230,7 +311,7 @@ class WyomingSession:
         except (ConnectionError, asyncio.CancelledError):
             pass  # the peer hung up, or the server is shutting down
         finally:
-            self._drop(self.utterance)
+            await self._drop(self.utterance)
             self.writer.close()
             with contextlib.suppress(Exception):
                 await self.writer.wait_closed()
@@ -247,27 +328,26 @@ class WyomingSession:
         if Describe.is_type(event.type):
             await self._write(self.info.event())
         elif Transcribe.is_type(event.type):
-            self._start_utterance(Transcribe.from_event(event))
+            await self._start_utterance(Transcribe.from_event(event))
             self.utterance.started = True
         elif AudioStart.is_type(event.type):
             self.utterance.started = True
             start = AudioStart.from_event(event)
-            self._set_format(start.rate, start.width, start.channels)
-            self.utterance.pcm.clear()
+            await self._set_format(start.rate, start.width, start.channels)
         elif AudioChunk.is_type(event.type):
             self.utterance.started = True
             chunk = AudioChunk.from_event(event)
             if self.utterance.fmt is None:  # audio-start is optional: the chunk says it too
-                self._set_format(chunk.rate, chunk.width, chunk.channels)
-            self._add(chunk.audio)
+                await self._set_format(chunk.rate, chunk.width, chunk.channels)
+            await self._add(chunk.audio)
         elif AudioStop.is_type(event.type):
             await self._finish()
 
-    def _start_utterance(self, request: Any) -> None:
+    async def _start_utterance(self, request: Any) -> None:
         for field_name in ("name", "language"):
             if not isinstance(getattr(request, field_name), str | None):
                 raise TypeError(f"transcribe {field_name} must be a string")
-        self._drop(self.utterance)
+        await self._drop(self.utterance)
         self.utterance = _Utterance()
         try:
             if request.name:
@@ -279,10 +359,13 @@ class WyomingSession:
         except SttsError as exc:
             self.utterance.refused = exc
 
-    def _set_format(self, rate: int, width: int, channels: int) -> None:
+    async def _set_format(self, rate: int, width: int, channels: int) -> None:
         utt = self.utterance
         if utt.refused is not None:
             return
+        await self._drop(utt)  # a second audio-start starts the audio again
+        utt.pcm.clear()
+        utt.received = 0
         try:
             if width not in _ENCODINGS:
                 raise UnsupportedAudio(
@@ -290,31 +373,91 @@ class WyomingSession:
                 )
             utt.fmt = RawFormat(sample_rate=rate, channels=channels, encoding=_ENCODINGS[width])  # type: ignore[arg-type]
             utt.width = width
+            key = utt.key or self.manager.resolve(None)
+            if streams_on_wyoming(self.manager, key) and await self._open_stream(utt, key):
+                return
             # The place on the engine is taken now: a full queue is said before the
             # utterance is buffered, and an admitted one is never refused at audio-stop.
-            utt.reservation = self.manager.reserve(utt.key or self.manager.resolve(None))
+            utt.reservation = self.manager.reserve(key)
         except SttsError as exc:
             utt.refused = exc
 
+    async def _open_stream(self, utt: _Utterance, key: SlotKey) -> bool:
+        """Start transcribing the utterance as it arrives; False: answer it whole."""
+        assert utt.fmt is not None
+        try:
+            utt.stream = await LiveStream.open(
+                self.manager, key, TranscribeOptions(language=utt.language)
+            )
+        except ShuttingDown:
+            raise
+        except SttsError as exc:
+            # No stream place free (max_streams), or the engine would not open one: the
+            # utterance is answered whole, with the service's queue and fallbacks.
+            logger.info("wyoming utterance answered whole: %s (%s)", exc.message, exc.code)
+            return False
+        utt.converter = _PcmToStream(utt.fmt, utt.width)
+        utt.pump = asyncio.ensure_future(self._pump(utt, utt.stream))
+        return True
+
+    async def _pump(self, utt: _Utterance, stream: LiveStream) -> None:
+        """Send committed text as it comes (ends when the stream is closed or fails)."""
+        with contextlib.suppress(SttsError, ConnectionError):  # the answer says it
+            async for update in stream.updates():
+                await self._send_chunk(utt, update.text)
+
+    async def _send_chunk(self, utt: _Utterance, text: str) -> None:
+        from wyoming.asr import TranscriptChunk, TranscriptStart
+
+        if not text:
+            return
+        if not utt.transcript_started:
+            utt.transcript_started = True
+            await self._write(TranscriptStart(language=utt.language).event())
+        await self._write(TranscriptChunk(text=text).event())
+
     @staticmethod
-    def _drop(utt: _Utterance) -> None:
-        """Give an unanswered utterance's engine place back."""
+    async def _drop(utt: _Utterance) -> None:
+        """Give an unanswered utterance's engine place (or live stream) back."""
         if utt.reservation is not None:
             utt.reservation.release()
+            utt.reservation = None
+        stream, utt.stream = utt.stream, None
+        if stream is not None:
+            await stream.close()  # ends the pump: it reads the stream's updates
+        if utt.pump is not None:
+            await asyncio.wait({utt.pump})
+            utt.pump = None
 
-    def _add(self, audio: bytes) -> None:
+    async def _add(self, audio: bytes) -> None:
         utt = self.utterance
         if utt.refused is not None or utt.fmt is None:
             return
-        utt.pcm += audio
-        seconds = len(utt.pcm) / (utt.width * utt.fmt.channels * utt.fmt.sample_rate)
-        if len(utt.pcm) > self.limits.max_bytes or seconds > self.limits.max_duration_s:
+        utt.received += len(audio)
+        seconds = utt.received / (utt.width * utt.fmt.channels * utt.fmt.sample_rate)
+        if utt.received > self.limits.max_bytes or seconds > self.limits.max_duration_s:
             utt.refused = AudioTooLong(
                 f"the audio is longer than the limit of {self.limits.max_duration_s:g} s "
                 f"or {self.limits.max_bytes} bytes"
             )
             utt.pcm = bytearray()  # give the memory back now, not at audio-stop
-            self._drop(utt)
+            await self._drop(utt)
+            return
+        if utt.stream is None:
+            utt.pcm += audio
+            return
+        assert utt.converter is not None
+        stream = utt.stream
+        try:
+            # Audio sent faster than the engine decodes waits in the socket, not in
+            # memory: this connection reads on once the stream has caught up (TCP slows
+            # the sender down), instead of failing the utterance as a full backlog would.
+            while stream.backlog_s > self._max_backlog_s and stream.error is None:
+                await asyncio.sleep(_BACKPRESSURE_POLL_S)
+            stream.push(utt.converter.convert(audio))
+        except SttsError as exc:  # too fast for the engine, too long, or a failed step
+            utt.refused = exc
+            await self._drop(utt)
 
     async def _finish(self) -> None:
         # A transcribe event's model and language hold for one utterance, as in
@@ -325,13 +468,16 @@ class WyomingSession:
         try:
             await self._answer(utt)
         finally:
-            self._drop(utt)
+            await self._drop(utt)
             self.answering = False
             request_id_var.reset(token)
 
     async def _answer(self, utt: _Utterance) -> None:
         from wyoming.asr import Transcript
 
+        if utt.stream is not None or utt.transcript_started:
+            await self._answer_stream(utt)
+            return
         started = time.perf_counter()
         try:
             if utt.refused is not None:
@@ -371,6 +517,47 @@ class WyomingSession:
         )
         self.on_result("ok")
         await self._write(Transcript(text=result.text, language=result.language).event())
+
+    async def _answer_stream(self, utt: _Utterance) -> None:
+        """The end of a streamed utterance: the last chunk, the transcript, then
+        transcript-stop (or the error, then transcript-stop)."""
+        from wyoming.asr import Transcript, TranscriptStart, TranscriptStop
+
+        started = time.perf_counter()
+        try:
+            if utt.refused is not None:
+                raise utt.refused
+            if utt.stream is None or utt.converter is None or not utt.received:
+                raise EmptyAudio("no audio between audio-start and audio-stop")
+            utt.stream.push(utt.converter.flush())
+            last, result = await utt.stream.finish()
+            await self._drop(utt)  # the pump has sent every chunk before the last
+            await self._send_chunk(utt, last.text)
+        except SttsError as exc:
+            logger.info("wyoming transcription refused: %s (%s)", exc.message, exc.code)
+            self.on_result(exc.code)
+            await self._send_error(exc)
+        except Exception:  # a bug: log it, answer, keep the server up
+            logger.exception("wyoming transcription failed")
+            self.on_result("internal_error")
+            await self._send_error(SttsError("internal error"))
+        else:
+            logger.info(
+                "wyoming streamed transcript: %.2f s of audio, final %.2f s after audio-stop, "
+                "by %s:%s",
+                result.duration,
+                time.perf_counter() - started,
+                result.engine,
+                result.model,
+            )
+            self.on_result("ok")
+            if not utt.transcript_started:  # nothing was said: still a streamed answer
+                utt.transcript_started = True
+                await self._write(TranscriptStart(language=utt.language).event())
+            await self._write(Transcript(text=result.text, language=result.language).event())
+        if utt.transcript_started:
+            with contextlib.suppress(ConnectionError):
+                await self._write(TranscriptStop().event())
 
     async def _send_error(self, exc: SttsError) -> None:
         from wyoming.error import Error

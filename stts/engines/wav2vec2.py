@@ -117,7 +117,14 @@ class Wav2Vec2Engine(Engine):
 
     @property
     def capabilities(self) -> Capabilities:
-        """The model's one language, word timings from CTC frames, no translation."""
+        """The model's one language, word timings from CTC frames, no translation.
+
+        Not streaming: Wav2Vec2 attends over its whole input, so a chunk's letters change
+        as context arrives on either side. Chunked CTC with overlap would re-run the
+        model on every chunk plus its overlap (about twice the CPU on the 2-core target)
+        and commit letters across chunk edges that whole decoding spells differently;
+        live clients are better served by PocketSphinx, Vosk or Whisper, which stream.
+        """
         language = self.settings.wav2vec2.language
         return Capabilities(
             languages=frozenset({normalize_language(language) or language})
