@@ -86,22 +86,25 @@ class RepetitionGuard:
     Whisper on noise or a cut-off window can loop ("you you you you …", or a whole
     phrase again and again). Once the committed words end with an n-gram (n ≤ ``max_n``)
     said ``max_repeats`` times in a row, a word starting it once more is dropped, and so
-    is the rest of that repetition: the loop is cut at a phrase boundary.
+    is the rest of that repetition: the loop is cut at a phrase boundary. A single word
+    may come ``max_word_repeats`` times in a row ("one zero zero zero one" is speech).
     """
 
-    def __init__(self, max_n: int = 6, max_repeats: int = 2) -> None:
+    def __init__(self, max_n: int = 6, max_repeats: int = 3, max_word_repeats: int = 4) -> None:
         self.max_n = max_n
         self.max_repeats = max_repeats
+        self.max_word_repeats = max_word_repeats
         self.history: list[str] = []
         self._skipping: tuple[list[str], int] | None = None  # (phrase, next index)
 
     def _loop_start(self, key: str) -> list[str] | None:
         for n in range(1, self.max_n + 1):
-            span = n * self.max_repeats
+            repeats = self.max_word_repeats if n == 1 else self.max_repeats
+            span = n * repeats
             if len(self.history) < span:
-                break
+                continue
             phrase = self.history[-n:]
-            if key == phrase[0] and self.history[-span:] == phrase * self.max_repeats:
+            if key == phrase[0] and self.history[-span:] == phrase * repeats:
                 return phrase
         return None
 
@@ -124,7 +127,7 @@ class RepetitionGuard:
                 self._skipping = (phrase_, 1 % len(phrase_))
                 continue
             self.history.append(key)
-            del self.history[: -self.max_n * (self.max_repeats + 1)]
+            del self.history[: -self.max_n * (max(self.max_repeats, self.max_word_repeats) + 1)]
             kept.append(word)
         return kept
 
