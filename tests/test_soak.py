@@ -111,6 +111,9 @@ def test_short_soak_rss_stays_flat(server_process: tuple[str, psutil.Process]) -
     assert growth < RSS_GROWTH_LIMIT_MIB
 
 
+# 280 PocketSphinx requests under tracemalloc; the damaged FLAC in the mix is now
+# transcribed (decoded in part) instead of refused, so each cycle does more work.
+@pytest.mark.timeout(1200)
 def test_python_allocations_do_not_grow_per_request(cache_dir: Path) -> None:
     """tracemalloc over the whole request path (HTTP, decoding, service, formats)."""
     settings = Settings(
