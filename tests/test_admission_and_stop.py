@@ -524,4 +524,3 @@ def test_sigterm_gives_realtime_sessions_the_grace_period(cache_dir: Path) -> No
     assert held >= grace - 0.5  # not cut off when the shutdown began
     errors = [e for e in events if e.get("type") == "error"]
     assert errors and errors[-1]["error"]["code"] == "shutting_down"  # type: ignore[index]
-
