@@ -43,8 +43,8 @@ class WhisperStream(EngineStream):
         multilingual: bool,
         beam_size: int,
         interim_beam_size: int = 1,
-        min_chunk_s: float = 1.0,
-        trim_s: float = 15.0,
+        min_chunk_s: float = 2.0,
+        trim_s: float = 10.0,
         max_buffer_s: float = 28.0,
     ) -> None:
         self._model = model
