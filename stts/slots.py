@@ -120,12 +120,6 @@ class Reservation:
             self._state = "released"
         self.slot._release(0.0)
 
-    def __enter__(self) -> Reservation:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
 
 class EngineSlot:
     """One loaded model with its worker pool and bounded admission."""

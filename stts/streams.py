@@ -25,7 +25,6 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
@@ -69,13 +68,11 @@ class LiveStream:
         self.error: SttsError | None = None
         self.closed = False
         self._pending: list[AudioArray] = []
-        self._pending_samples = 0
         self._step: asyncio.Task[None] | None = None
         self._future: concurrent.futures.Future[StreamUpdate] | None = None
         self._updates: asyncio.Queue[StreamUpdate | None] = asyncio.Queue()
         self._idle = asyncio.Event()
         self._idle.set()
-        self.started = time.monotonic()
 
     @classmethod
     async def open(
@@ -132,7 +129,6 @@ class LiveStream:
             raise self.error
         self.received += len(samples)
         self._pending.append(np.asarray(samples, dtype=np.float32))
-        self._pending_samples += len(samples)
         self._kick()
 
     def _kick(self) -> None:
@@ -144,7 +140,7 @@ class LiveStream:
         try:
             while self._pending and self.error is None and not self.closed:
                 chunk = np.concatenate(self._pending)
-                self._pending, self._pending_samples = [], 0
+                self._pending = []
                 update = await self._call(functools.partial(self._accept, chunk))
                 self.decoded += len(chunk)
                 self._updates.put_nowait(update)

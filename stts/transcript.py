@@ -64,8 +64,14 @@ def join_segment_texts(segments: tuple[Segment, ...] | list[Segment]) -> str:
     return " ".join(s.text.strip() for s in segments if s.text.strip())
 
 
-def segments_from_words(words: list[Word], pause_s: float = 0.6) -> list[Segment]:
-    """Group timed words into segments, starting a new one at every pause of ``pause_s``."""
+def segments_from_words(
+    words: list[Word], pause_s: float = 0.6, *, spaced: bool = False
+) -> list[Segment]:
+    """Group timed words into segments, starting a new one at every pause of ``pause_s``.
+
+    ``spaced``: the words carry their own leading spaces (Whisper's), so a segment's text
+    is them joined as they are, not with a space between.
+    """
     groups: list[list[Word]] = []
     for word in words:
         if groups and word.start - groups[-1][-1].end < pause_s:
@@ -74,7 +80,11 @@ def segments_from_words(words: list[Word], pause_s: float = 0.6) -> list[Segment
             groups.append([word])
     return [
         Segment(
-            id=i, start=g[0].start, end=g[-1].end, text=" ".join(w.word for w in g), words=tuple(g)
+            id=i,
+            start=g[0].start,
+            end=g[-1].end,
+            text="".join(w.word for w in g).strip() if spaced else " ".join(w.word for w in g),
+            words=tuple(g),
         )
         for i, g in enumerate(groups)
     ]

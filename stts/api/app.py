@@ -231,7 +231,8 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
     app.include_router(ops.router)
     app.include_router(docs.router)
     app.include_router(realtime.router)
-    # Added innermost first: CORS -> RequestContext -> Guard -> BodySizeLimit -> routes.
+    # Added innermost first: CORS -> RequestContext -> Guard -> DrainGuard -> BodySizeLimit
+    # -> routes.
     # CORS outermost: preflights need no key and every answer (401, 429, 413, the draining
     # 503) carries its headers. Keys are read here so a bad key setting fails create_app.
     app.add_middleware(
@@ -242,11 +243,7 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
     )
     app.add_middleware(DrainGuard, stop=stop)
     app.add_middleware(Guard, settings=settings, keys=load_api_keys(settings))
-    app.add_middleware(
-        RequestContext,
-        metrics=metrics,
-        is_draining=lambda: False,  # DrainGuard answers
-    )
+    app.add_middleware(RequestContext, metrics=metrics)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, **cors_options(settings))
     return app

@@ -19,7 +19,6 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
@@ -28,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stts.api.responses import error_response
 from stts.config import Settings
-from stts.errors import ConfigError, RateLimited, ShuttingDown, SttsError, Unauthorized
+from stts.errors import ConfigError, RateLimited, SttsError, Unauthorized
 from stts.logs import request_id_var, timings_var
 from stts.metrics import Metrics
 
@@ -116,12 +115,11 @@ def cors_options(settings: Settings) -> CorsOptions:
 
 
 class RequestContext:
-    """Request id (echoed in X-Request-ID), one access-log line, metrics, 503 while draining."""
+    """Request id (echoed in X-Request-ID), one access-log line, metrics (draining: DrainGuard)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, is_draining: Callable[[], bool]) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
-        self.is_draining = is_draining
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -155,12 +153,7 @@ class RequestContext:
             await send(message)
 
         try:
-            if self.is_draining() and scope["path"] != "/health":
-                await error_response(
-                    ShuttingDown("the server is shutting down; retry on another instance")
-                )(scope, receive, send_with_id)
-            else:
-                await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")

@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from stts.transcript import Segment, Transcript, Word
+from stts.transcript import Transcript, Word, segments_from_words
 
 if TYPE_CHECKING:
     from stts.audio import AudioArray
@@ -189,7 +189,7 @@ class LocalAgreement:
 
     def transcript(self, duration: float, language: str | None, model: str) -> Transcript:
         """Everything committed, grouped into segments at pauses."""
-        segments = _segments(self.committed)
+        segments = segments_from_words(self.committed, 0.8, spaced=True)
         return Transcript(
             text="".join(w.word for w in self.committed).strip(),
             segments=tuple(segments),
@@ -197,22 +197,3 @@ class LocalAgreement:
             language=language,
             model=model,
         )
-
-
-def _segments(words: list[Word], pause_s: float = 0.8) -> list[Segment]:
-    groups: list[list[Word]] = []
-    for word in words:
-        if groups and word.start - groups[-1][-1].end < pause_s:
-            groups[-1].append(word)
-        else:
-            groups.append([word])
-    return [
-        Segment(
-            id=i,
-            start=g[0].start,
-            end=g[-1].end,
-            text="".join(w.word for w in g).strip(),
-            words=tuple(g),
-        )
-        for i, g in enumerate(groups)
-    ]
