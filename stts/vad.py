@@ -21,6 +21,7 @@ import numpy as np
 
 from stts.audio import SAMPLE_RATE, AudioArray
 from stts.errors import EngineUnavailable
+from stts.install import install_hint
 
 FRAME = 512
 """Samples per VAD frame (32 ms at 16 kHz)."""
@@ -63,7 +64,7 @@ class SileroVad:
                 if path is None or importlib.util.find_spec("onnxruntime") is None:
                     raise EngineUnavailable(
                         "server VAD needs the Silero model shipped with faster-whisper: "
-                        "pip install 'stts[whisper]'"
+                        + install_hint("whisper")
                     )
                 cls._instance = cls(path)
             return cls._instance

@@ -31,7 +31,7 @@ an utterance longer than ``audio.max_duration_s`` or ``audio.max_bytes`` is refu
 
 It runs on the HTTP server's event loop when ``wyoming_uri`` is set
 (``stts serve --wyoming tcp://0.0.0.0:10300``), so both faces share one loaded model.
-Needs the ``wyoming`` extra: ``pip install 'stts[wyoming]'``.
+Needs the ``wyoming`` extra: ``pip install 'stts-server[wyoming]'``.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ from stts.errors import (
     SttsError,
     UnsupportedAudio,
 )
+from stts.install import install_hint
 from stts.languages import LANGUAGE_NAMES
 from stts.logs import request_id_var
 from stts.service import EngineManager, Reservation, SlotKey
@@ -583,7 +584,7 @@ class WyomingServer:
     ) -> None:
         if not available():
             raise ConfigError(
-                "wyoming_uri is set but the wyoming package is missing: pip install 'stts[wyoming]'"
+                "wyoming_uri is set but the wyoming package is missing: " + install_hint("wyoming")
             )
         self.uri = uri
         self._address = urlsplit(uri)  # checked by Settings: tcp://host:port or unix:///path

@@ -132,7 +132,7 @@ def test_engines_table_and_json(cache_dir: Path) -> None:
     for name in ("vosk", "wav2vec2"):
         assert not reports[name]["available"]
         assert reports[name]["reason"] in (
-            f"pip install 'stts[{name}]'",
+            f"pip install 'stts-server[{name}]' (source checkout: pip install -e '.[{name}]')",
             f"set STTS_{name.upper()}__MODEL_PATH to a "
             + ("Vosk model directory" if name == "vosk" else "CTC model directory"),
         )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from stts.errors import Cancelled, InvalidRequest
+from stts.install import install_hint
 from stts.transcript import Segment, Transcript
 
 __all__ = ["Cancelled"]  # engines raise it when their CancelToken is set
@@ -198,7 +199,7 @@ def probe_model_dir(
     or None when those pass and the engine's own checks of the directory may follow.
     """
     if importlib.util.find_spec(module) is None:
-        return Availability(False, False, f"pip install 'stts[{extra}]'", model, ())
+        return Availability(False, False, install_hint(extra), model, ())
     if path is None:
         return Availability(True, False, f"set {env} to a {kind} directory", model, ())
     if not path.is_dir():

@@ -41,6 +41,7 @@ from stts.engines.streaming import (
     normalise,
 )
 from stts.errors import EngineUnavailable
+from stts.install import install_hint
 from stts.transcript import Transcript, Word, segments_from_words
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ class PocketSphinxEngine(Engine):
         """Installed? (the bundled model comes with the package)."""
         model = cls.default_model(settings)
         if importlib.util.find_spec("pocketsphinx") is None:
-            return Availability(False, False, "pip install 'stts[pocketsphinx]'", model, (model,))
+            return Availability(False, False, install_hint("pocketsphinx"), model, (model,))
         model_dir = settings.pocketsphinx.model_dir
         if model_dir is not None and not (model_dir / "mdef").is_file():
             return Availability(
@@ -117,7 +118,7 @@ class PocketSphinxEngine(Engine):
         """Create this instance's decoder (about 0.3 s)."""
         if importlib.util.find_spec("pocketsphinx") is None:
             raise EngineUnavailable(
-                "the pocketsphinx engine is not installed: pip install 'stts[pocketsphinx]'"
+                "the pocketsphinx engine is not installed: " + install_hint("pocketsphinx")
             )
         from pocketsphinx import Decoder  # heavy: imported once, at load
 

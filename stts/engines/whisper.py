@@ -39,6 +39,7 @@ from stts.engines.streaming import EngineStream
 from stts.engines.whisper_batching import BatchKey, WhisperBatcher, whisper_segment
 from stts.engines.whisper_stream import WhisperStream
 from stts.errors import EngineUnavailable, InvalidRequest, UnknownModel
+from stts.install import install_hint
 from stts.languages import check_language
 from stts.transcript import Segment, Transcript, join_segment_texts
 
@@ -251,7 +252,7 @@ class WhisperEngine(Engine):
         model = settings.whisper.model
         models = tuple(cls.known_models(settings))
         if importlib.util.find_spec("faster_whisper") is None:
-            return Availability(False, False, "pip install 'stts[whisper]'", model, models)
+            return Availability(False, False, install_hint("whisper"), model, models)
         try:
             cls.resolve_source(settings, model)
         except (UnknownModel, EngineUnavailable) as exc:
@@ -314,7 +315,7 @@ class WhisperEngine(Engine):
         """Build the CTranslate2 model once (from a directory, never from a hub)."""
         if importlib.util.find_spec("faster_whisper") is None:
             raise EngineUnavailable(
-                "the whisper engine is not installed: pip install 'stts[whisper]'"
+                "the whisper engine is not installed: " + install_hint("whisper")
             )
         from faster_whisper import WhisperModel  # heavy: imported once, at load
 
