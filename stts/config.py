@@ -149,6 +149,60 @@ class AudioSettings(BaseModel):
         return AudioLimits(max_bytes=self.max_bytes, max_duration_s=self.max_duration_s)
 
 
+class JobsSettings(BaseModel):
+    """Durable jobs for long recordings (``/api/v1/jobs``): storage, limits, webhooks."""
+
+    dir: Path | None = Field(
+        None, description="where job records (SQLite) and uploads live; default: cache_dir/jobs"
+    )
+    max_bytes: int = Field(2 * 1024**3, ge=1, description="largest upload a job takes")
+    max_duration_s: float = Field(4 * 3600.0, gt=0, description="longest audio a job takes")
+    max_disk_bytes: int = Field(
+        20 * 1024**3, ge=1, description="uploads and results kept at once; beyond it: 507"
+    )
+    retention_s: float = Field(
+        7 * 86400.0, gt=0, description="finished jobs (and their files) are deleted after this"
+    )
+    workers: int = Field(1, ge=1, le=64, description="jobs run at once")
+    max_attempts: int = Field(
+        3, ge=1, le=100, description="runs a job gets (engine failures, crashes) before it fails"
+    )
+    step_s: float = Field(
+        30.0,
+        ge=5.0,
+        le=600.0,
+        description="audio per job step: the unit of checkpoints and of the wait an "
+        "interactive request may have behind a job",
+    )
+    webhook_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="hosts a callback_url may name: host names, IP addresses or CIDR ranges "
+        "(none: webhooks are off)",
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key of the X-STTS-Signature header of webhooks"
+    )
+    webhook_max_attempts: int = Field(5, ge=1, le=50)
+    webhook_backoff_s: float = Field(
+        2.0, gt=0, description="wait before the first webhook retry; doubled after each"
+    )
+    webhook_timeout_s: float = Field(10.0, gt=0, description="one webhook delivery, at most")
+
+    _split = field_validator("webhook_hosts", mode="before")(_split_commas)
+
+    @model_validator(mode="after")
+    def _webhooks_need_a_secret(self) -> JobsSettings:
+        if self.webhook_hosts and (
+            self.webhook_secret is None or not self.webhook_secret.get_secret_value()
+        ):
+            raise ValueError("jobs.webhook_hosts is set: jobs.webhook_secret must be set too")
+        return self
+
+    def directory(self, cache_dir: Path) -> Path:
+        """The jobs directory, with its default."""
+        return self.dir if self.dir is not None else cache_dir / "jobs"
+
+
 class RateLimitSettings(BaseModel):
     """Token buckets for POST requests: per API key, or per client IP without keys."""
 
@@ -255,6 +309,7 @@ class Settings(BaseSettings):
 
     audio: AudioSettings = Field(default_factory=AudioSettings)
     streaming: StreamingSettings = Field(default_factory=StreamingSettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
     whisper: WhisperSettings = Field(default_factory=WhisperSettings)
     pocketsphinx: PocketSphinxSettings = Field(default_factory=PocketSphinxSettings)
     vosk: VoskSettings = Field(default_factory=VoskSettings)

@@ -9,7 +9,10 @@ knows about HTTP::
     ├── InvalidRequest                400 invalid_request_error
     │   ├── InvalidLanguage           400 invalid_language     (param: language)
     │   ├── UnknownEngine             404 engine_not_found
-    │   └── UnknownModel              404 model_not_found
+    │   ├── UnknownModel              404 model_not_found
+    │   ├── JobNotFound               404 job_not_found        (or another key's job)
+    │   ├── JobNotFinished            409 job_not_finished     (its result is not there yet)
+    │   └── CallbackNotAllowed        400 callback_not_allowed (param: callback_url)
     ├── AudioError                    400 invalid_audio
     │   ├── EmptyAudio                400 empty_audio
     │   ├── CorruptAudio              400 corrupt_audio        (truncated, bad frames)
@@ -20,6 +23,8 @@ knows about HTTP::
     │   ├── EngineUnavailable         503 engine_unavailable   (extra or model missing, load failed)
     │   └── TranscriptionFailed       500 transcription_failed
     ├── Overloaded                    503 overloaded           (queue full; has retry_after)
+    ├── InsufficientStorage           507 insufficient_storage (jobs.max_disk_bytes is full)
+    ├── JobsUnavailable               503 jobs_unavailable     (jobs.dir unusable or taken)
     ├── TranscriptionTimeout          504 timeout
     ├── RateLimited                   429 rate_limited         (has retry_after)
     ├── Unauthorized                  401 invalid_api_key
@@ -111,6 +116,27 @@ class UnknownModel(InvalidRequest):
     param = "model"
 
 
+class JobNotFound(InvalidRequest):
+    """No job with this id, or one that belongs to another API key."""
+
+    status_code = 404
+    code = "job_not_found"
+
+
+class JobNotFinished(InvalidRequest):
+    """The job's result is asked for before the job has succeeded."""
+
+    status_code = 409
+    code = "job_not_finished"
+
+
+class CallbackNotAllowed(InvalidRequest):
+    """A job's callback_url names a host the operator has not allowed (jobs.webhook_hosts)."""
+
+    code = "callback_not_allowed"
+    param = "callback_url"
+
+
 class AudioError(SttsError):
     """The audio cannot be used: never retried on another engine."""
 
@@ -179,6 +205,22 @@ class Overloaded(SttsError):
     status_code = 503
     error_type = "server_error"
     code = "overloaded"
+
+
+class InsufficientStorage(SttsError):
+    """Storing this job would pass the jobs disk quota (``jobs.max_disk_bytes``)."""
+
+    status_code = 507
+    error_type = "server_error"
+    code = "insufficient_storage"
+
+
+class JobsUnavailable(SttsError):
+    """Jobs can't be taken: the jobs directory is unusable or another server holds it."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "jobs_unavailable"
 
 
 class TranscriptionTimeout(SttsError):
