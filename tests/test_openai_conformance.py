@@ -156,11 +156,43 @@ def test_chunking_strategy_is_honoured_or_refused(
         assert r.json()["error"]["param"] == "chunking_strategy"
 
 
-@pytest.mark.parametrize("fmt", ["srt", "vtt", "verbose_json"])
-def test_stream_with_a_subtitle_or_verbose_format_is_400(server: LiveServer, fmt: str) -> None:
+@pytest.mark.parametrize("fmt", ["srt", "vtt"])
+def test_stream_with_a_subtitle_format_is_400(server: LiveServer, fmt: str) -> None:
     r = _post(server, {"stream": "true", "response_format": fmt})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == "stream"
+
+
+def test_verbose_stream_sends_each_segment_with_its_times_before_its_delta(
+    server: LiveServer,
+) -> None:
+    r = _post(
+        server,
+        {
+            "stream": "true",
+            "response_format": "verbose_json",
+            "timestamp_granularities[]": ["word", "segment"],
+            "language": "en",
+        },
+    )
+    assert r.status_code == 200, r.text
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+    kinds = [e["type"] for e in events]
+    segments = [e for e in events if e["type"] == "transcript.text.segment"]
+    assert segments and kinds[-1] == "transcript.text.done"
+    # Each segment event comes right before the delta of its text.
+    for i, kind in enumerate(kinds[:-1]):
+        if kind == "transcript.text.segment":
+            assert kinds[i + 1] == "transcript.text.delta"
+            assert events[i + 1]["delta"].strip() == events[i]["text"].strip()
+    done = events[-1]
+    body = done["verbose_json"]
+    assert done["text"] == body["text"]
+    assert [(s["start"], s["end"]) for s in segments] == [
+        (s["start"], s["end"]) for s in body["segments"]
+    ]
+    assert all(seg["words"] for seg in segments) and body["words"]
+    assert [w["word"] for s in segments for w in s["words"]] == [w["word"] for w in body["words"]]
 
 
 def test_streamed_done_event_carries_usage(client: openai.OpenAI) -> None:

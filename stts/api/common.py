@@ -21,7 +21,7 @@ from stts.errors import (
     SttsError,
     TranscriptionTimeout,
 )
-from stts.formats import usage
+from stts.formats import to_verbose_json, usage
 from stts.logs import record_timing, timings_var
 from stts.service import (
     EngineManager,
@@ -190,14 +190,18 @@ class Admitted:
             audio, top=top, reservation=self.reservation
         )
 
-    async def stream(self, audio: DecodedAudio, options: TranscribeOptions) -> AsyncIterator[str]:
+    async def stream(
+        self, audio: DecodedAudio, options: TranscribeOptions, verbose: Verbose | None = None
+    ) -> AsyncIterator[str]:
         """OpenAI's streaming events, started: the first event is already decoded.
 
         Errors before the first event are raised (the route answers them with their
         status); once the stream has begun, an error is its last event. ``self.engine``
-        names the engine that answered as soon as this returns.
+        names the engine that answered as soon as this returns. ``verbose``: each delta
+        is preceded by a ``transcript.text.segment`` event with the segment's times, and
+        ``done`` carries the whole ``verbose_json`` body.
         """
-        events = _transcription_events(self, audio, options)
+        events = _transcription_events(self, audio, options, verbose)
         first = asyncio.ensure_future(anext(events))
         watcher = asyncio.ensure_future(_wait_disconnect(self.request))
         try:
@@ -233,6 +237,13 @@ async def _wait_disconnect(request: Request) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class Verbose:
+    """What a ``verbose_json`` stream adds: segment events (with their words, if asked)."""
+
+    words: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Timed:
     """A transcript with the wall time the service took."""
 
@@ -253,11 +264,26 @@ def sse_event(payload: dict[str, object]) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
+def _segment_event(segment: Segment, words: bool) -> dict[str, object]:
+    # OpenAI's own event type (its diarized streams send it); no speaker here.
+    event: dict[str, object] = {
+        "type": "transcript.text.segment",
+        "id": str(segment.id),
+        "start": segment.start,
+        "end": segment.end,
+        "text": segment.text,
+    }
+    if words:
+        event["words"] = [{"word": w.word, "start": w.start, "end": w.end} for w in segment.words]
+    return event
+
+
 async def _transcription_events(
-    work: Admitted, audio: DecodedAudio, options: TranscribeOptions
+    work: Admitted, audio: DecodedAudio, options: TranscribeOptions, verbose: Verbose | None
 ) -> AsyncGenerator[str, None]:
     """``transcript.text.delta`` per segment, then ``.done``; errors after the first
-    event become an ``error`` event (before it, they are raised)."""
+    event become an ``error`` event (before it, they are raised). ``verbose``: a
+    ``transcript.text.segment`` event before each delta, the verbose_json body in done."""
     loop = asyncio.get_running_loop()
     segments: asyncio.Queue[Segment | None] = asyncio.Queue()
 
@@ -284,6 +310,8 @@ async def _transcription_events(
         while (segment := await segments.get()) is not None:
             delta = (" " if sent_any else "") + segment.text.strip()
             sent_any = True
+            if verbose is not None:
+                yield sse_event(_segment_event(segment, verbose.words))
             yield sse_event({"type": "transcript.text.delta", "delta": delta})
         try:
             transcript = job.result()
@@ -292,9 +320,14 @@ async def _transcription_events(
                 raise
             yield sse_event({"type": "error", **exc.to_dict()})
             return
-        yield sse_event(
-            {"type": "transcript.text.done", "text": transcript.text, "usage": usage(transcript)}
-        )
+        done: dict[str, object] = {
+            "type": "transcript.text.done",
+            "text": transcript.text,
+            "usage": usage(transcript),
+        }
+        if verbose is not None:
+            done["verbose_json"] = to_verbose_json(transcript, words=verbose.words)
+        yield sse_event(done)
     finally:
         if not job.done():
             # The client went away mid-stream: stop the engine at its next segment.

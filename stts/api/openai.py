@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from stts.api.common import (
     Admitted,
+    Verbose,
     get_manager,
     raw_format_from_content_type,
     read_upload,
@@ -195,7 +196,12 @@ async def _handle(
         if stream:
             # The first event is decoded before the headers go out, so they name the
             # engine that answered and an early error keeps its own status.
-            events = await work.stream(audio, options)
+            verbose = (
+                Verbose(words="word" in granularities)
+                if fmt is ResponseFormat.verbose_json
+                else None
+            )
+            events = await work.stream(audio, options, verbose)
             return StreamingResponse(
                 events,
                 media_type="text/event-stream",
@@ -239,9 +245,15 @@ async def create_transcription(
             "timestamp_granularities requires response_format=verbose_json",
             param="timestamp_granularities",
         )
-    if stream and response_format not in (ResponseFormat.json, ResponseFormat.text):
+    # stts's extension: a verbose_json stream adds transcript.text.segment events.
+    if stream and response_format not in (
+        ResponseFormat.json,
+        ResponseFormat.text,
+        ResponseFormat.verbose_json,
+    ):
         raise InvalidRequest(
-            "stream=true answers with text events: response_format must be json or text",
+            "stream=true answers with text events: response_format must be json, text "
+            "or verbose_json",
             param="stream",
         )
     logprobs = "logprobs" in _include(include + include_plain)
