@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -16,14 +17,55 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
+from stts import __version__
 from stts.audio import RawFormat, decode_audio
-from stts.errors import SttsError
+from stts.errors import EngineUnavailable, SttsError
 from stts.formats import FILE_SUFFIXES, ResponseFormat, render
+from stts.samples import sample_path
 
 if TYPE_CHECKING:
     from stts.config import Settings
     from stts.service import EngineManager
+
+
+def _plain_flags(params: list[Any]) -> None:
+    """Flags (``--help``, ``--json``...) take no value: no ``<bool>`` after them in help."""
+    for param in params:
+        if getattr(param, "is_bool_flag", False) and param.metavar is None:
+            param.metavar = ""
+
+
+class PlainHelpCommand(TyperCommand):
+    """typer's command with help that reads as usual: ``FILE...``, not ``{files}...``, in
+    the usage line, and flags without a ``<bool>`` value. Give it to every command."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _plain_flags(self.params)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        _plain_flags([option])
+        return option
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [p.replace("{", "").replace("}", "") for p in super().collect_usage_pieces(ctx)]
+
+
+class PlainHelpGroup(TyperGroup):
+    """The top level with the same plain flags (``stts --help``, ``--version``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _plain_flags(self.params)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        _plain_flags([option])
+        return option
+
 
 app = typer.Typer(
     name="stts",
@@ -31,6 +73,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=PlainHelpGroup,
 )
 out = Console()
 err = Console(stderr=True)
@@ -45,9 +88,46 @@ class TaskChoice(str, Enum):
     translate_ = "translate"
 
 
+def _choice(enum: type[Enum]) -> Any:
+    """A parser turning an option's text into ``enum``, with a plain message when it isn't
+    one (typer's own says "Value error, 'xml' is not one of ...")."""
+    values = [str(member.value) for member in enum]
+
+    def parse(value: str) -> Any:
+        if value not in values:
+            raise typer.BadParameter(f"{value!r} is not one of: {', '.join(values)}")
+        return enum(value)
+
+    return parse
+
+
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML config file (or STTS_CONFIG)")
 ]
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        out.print(f"stts {__version__}", highlight=False, markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="print the version and exit", callback=_show_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    """Self-hosted, offline speech-to-text: transcribe files, list engines, serve HTTP."""
+
+
+def _check_file(path: Path) -> None:
+    """OSError naming no path twice (the CLI prints ``error: PATH: reason``)."""
+    if not path.exists():
+        raise FileNotFoundError(errno.ENOENT, "no such file")
 
 
 def _error(message: str) -> None:
@@ -85,25 +165,51 @@ def _file_command_manager(
     if engine and engine not in settings.engines:
         settings.engines.append(engine)
     manager = EngineManager(settings)
-    manager.resolve(engine or (manager.language_detector() if detect else None), model)
+    key = manager.resolve(engine or (manager.language_detector() if detect else None), model)
+    # An engine that can't run is a set-up problem, said once before any file is read.
+    availability = manager.probe(key[0])
+    if not availability.available:
+        raise EngineUnavailable(f"engine {key[0]!r} cannot run here: {availability.reason}")
     return settings, manager
 
 
-@app.command()
+@app.command(cls=PlainHelpCommand)
 def transcribe(
     files: Annotated[
-        list[Path], typer.Argument(help="audio files (wav, flac, mp3, ogg, opus, m4a, webm, raw)")
-    ],
+        list[Path] | None,
+        typer.Argument(
+            metavar="FILE", help="audio files (wav, flac, mp3, ogg, opus, m4a, webm, raw)"
+        ),
+    ] = None,
+    sample: Annotated[
+        bool,
+        typer.Option(
+            "--sample", help="transcribe the bundled 11 s sample (JFK, 1961; public domain)"
+        ),
+    ] = False,
     engine: Annotated[str | None, typer.Option("--engine", "-e", help="engine name")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="model of the engine")] = None,
     language: Annotated[
         str | None, typer.Option("--language", "-l", help="e.g. en; default: detect")
     ] = None,
     task: Annotated[
-        TaskChoice, typer.Option("--task", help="transcribe, or translate to English")
+        TaskChoice,
+        typer.Option(
+            "--task",
+            help="transcribe, or translate to English",
+            metavar="transcribe|translate",
+            parser=_choice(TaskChoice),
+        ),
     ] = TaskChoice.transcribe_,
     fmt: Annotated[
-        ResponseFormat, typer.Option("--format", "-f", help="output format")
+        ResponseFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="output format",
+            metavar="|".join(f.value for f in ResponseFormat),
+            parser=_choice(ResponseFormat),
+        ),
     ] = ResponseFormat.text,
     word_timestamps: Annotated[
         bool, typer.Option("--word-timestamps", help="word-level times")
@@ -121,6 +227,10 @@ def transcribe(
     """Transcribe audio files; with -o, write one output file per input."""
     from stts.engines.base import TranscribeOptions
 
+    files = [*(files or []), *([sample_path()] if sample else [])]
+    if not files:
+        _error("no audio given: name one or more files, or --sample")
+        raise typer.Exit(2)
     try:
         settings, manager = _file_command_manager(config, engine, model)
         raw = RawFormat(raw_rate, raw_channels, raw_encoding)  # type: ignore[arg-type]
@@ -148,6 +258,7 @@ def transcribe(
         overall = progress.add_task("files", total=len(files))
         for path in files:
             try:
+                _check_file(path)
                 audio = decode_audio(
                     path,
                     raw=raw if path.suffix.lower() in RAW_SUFFIXES else None,
@@ -188,9 +299,9 @@ def transcribe(
         raise typer.Exit(1)
 
 
-@app.command("detect-language")
+@app.command("detect-language", cls=PlainHelpCommand)
 def detect_language(
-    files: Annotated[list[Path], typer.Argument(help="audio files")],
+    files: Annotated[list[Path], typer.Argument(metavar="FILE", help="audio files")],
     engine: Annotated[str | None, typer.Option("--engine", "-e", help="engine name")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="model of the engine")] = None,
     top: Annotated[int, typer.Option(help="how many languages to list per file", min=1)] = 3,
@@ -207,14 +318,20 @@ def detect_language(
     with manager.session():
         for path in files:
             try:
+                _check_file(path)
                 audio = decode_audio(path, limits=settings.audio.limits())
                 guess = manager.detect_language(audio, engine=engine, model=model, top=top)
             except SttsError as exc:
                 failures += 1
                 _error(f"{path}: {exc.message}")
                 continue
-            if as_json:
-                out.print_json(data={"file": str(path), **guess.as_dict()})
+            except OSError as exc:
+                failures += 1
+                _error(f"{path}: {exc.strerror or exc}")
+                continue
+            if as_json:  # JSON Lines: one compact object per file
+                line = json.dumps({"file": str(path), **guess.as_dict()}, ensure_ascii=False)
+                out.print(line, highlight=False, markup=False, soft_wrap=True)
             else:
                 ranked = ", ".join(f"{lang} {p:.2f}" for lang, p in guess.ranked)
                 out.print(f"{path}: {guess.language}  ({ranked})", highlight=False, markup=False)
@@ -222,7 +339,7 @@ def detect_language(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=PlainHelpCommand)
 def engines(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
     config: ConfigOpt = None,
@@ -279,7 +396,7 @@ def engines(
     (out if out.is_terminal else Console(width=160)).print(table)
 
 
-@app.command()
+@app.command(cls=PlainHelpCommand)
 def serve(
     host: Annotated[str | None, typer.Option(help="bind address")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port")] = None,

@@ -307,7 +307,14 @@ class EngineManager:
 
     def check_options(self, key: SlotKey, options: TranscribeOptions) -> TranscribeOptions:
         """``options`` with the language normalised (``en-US``, ``english`` -> ``en``), or
-        InvalidLanguage (400) if the engine doesn't know it: call before reading audio."""
+        InvalidLanguage (400) if the engine doesn't know it: call before reading audio.
+        Translation by an engine that can't translate is refused too (400), never done as
+        a plain transcription."""
+        if options.task == "translate" and not self.capabilities(key).translation:
+            raise InvalidRequest(
+                f"engine {key[0]!r} cannot translate; use a multilingual Whisper model",
+                param="model",
+            )
         if options.language is None:
             return options
         caps = self.capabilities(key)
