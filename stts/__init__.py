@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stts.audio import AudioLimits, DecodedAudio, RawFormat, decode_audio
 from stts.errors import AudioError, EngineError, SttsError
 from stts.transcript import Segment, Transcript, Word
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
+
     from stts.audio import AudioSource
     from stts.config import Settings
     from stts.engines.base import Task
@@ -58,7 +60,7 @@ def default_manager(settings: Settings | None = None) -> EngineManager:
 
 
 def transcribe(
-    source: AudioSource | DecodedAudio,
+    source: AudioSource | DecodedAudio | npt.NDArray[Any],
     *,
     engine: str | None = None,
     model: str | None = None,
@@ -67,9 +69,11 @@ def transcribe(
     word_timestamps: bool = False,
     initial_prompt: str | None = None,
     raw: RawFormat | None = None,
+    sample_rate: int = 16_000,
     manager: EngineManager | None = None,
 ) -> Transcript:
-    """Transcribe a file path, bytes or file object with the default (or named) engine."""
+    """Transcribe a file path, bytes, file object or NumPy array (samples at
+    ``sample_rate``, 16 kHz mono float32 as Whisper takes them) with the default engine."""
     from stts.engines.base import TranscribeOptions
 
     mgr = manager or default_manager()
@@ -85,18 +89,21 @@ def transcribe(
     audio = (
         source
         if isinstance(source, DecodedAudio)
-        else decode_audio(source, raw=raw, limits=mgr.settings.audio.limits())
+        else decode_audio(
+            source, raw=raw, limits=mgr.settings.audio.limits(), sample_rate=sample_rate
+        )
     )
     return mgr.transcribe(audio, engine=engine, model=model, options=options)
 
 
 def detect_language(
-    source: AudioSource | DecodedAudio,
+    source: AudioSource | DecodedAudio | npt.NDArray[Any],
     *,
     engine: str | None = None,
     model: str | None = None,
     top: int = 5,
     raw: RawFormat | None = None,
+    sample_rate: int = 16_000,
     manager: EngineManager | None = None,
 ) -> LanguageGuess:
     """Which language is spoken (Whisper, multilingual models): ``.language``,
@@ -105,7 +112,9 @@ def detect_language(
     audio = (
         source
         if isinstance(source, DecodedAudio)
-        else decode_audio(source, raw=raw, limits=mgr.settings.audio.limits())
+        else decode_audio(
+            source, raw=raw, limits=mgr.settings.audio.limits(), sample_rate=sample_rate
+        )
     )
     return mgr.detect_language(audio, engine=engine, model=model, top=top)
 

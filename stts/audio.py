@@ -16,7 +16,8 @@ cut) ends the audio there; a file shorter than its exact header (WAV, FLAC, Ogg)
 what it holds. Each is reported in :attr:`DecodedAudio.warnings`. Only a file in which
 nothing decodes is refused (:class:`~stts.errors.CorruptAudio`).
 
-Headerless PCM is decoded when the caller describes it with :class:`RawFormat`.
+Headerless PCM is decoded when the caller describes it with :class:`RawFormat`; a NumPy
+array (what faster-whisper and openai-whisper take) is such PCM already in memory.
 Decoder errors are translated into :class:`stts.errors.AudioError` subclasses here;
 :func:`is_silent` tells digital silence from sound without a model.
 """
@@ -145,15 +146,19 @@ class DecodedAudio:
 
 
 def decode_audio(
-    source: AudioSource,
+    source: AudioSource | npt.NDArray[Any],
     *,
     raw: RawFormat | None = None,
     limits: AudioLimits | None = None,
     cancel: CancelCheck | None = None,
+    sample_rate: int = SAMPLE_RATE,
 ) -> DecodedAudio:
-    """Decode bytes, a path or a binary file object to 16 kHz mono float32."""
+    """Decode bytes, a path or a binary file object to 16 kHz mono float32; a NumPy array
+    is taken as samples at ``sample_rate`` (mono, or ``(frames, channels)``)."""
     limits = limits or AudioLimits()
     _check_cancel(cancel)
+    if isinstance(source, np.ndarray):
+        return _decode_array(source, sample_rate, limits, cancel)
     data = _read_bounded(source, limits.max_bytes)
     if not data:
         raise EmptyAudio("the audio is empty (0 bytes)")
@@ -396,6 +401,42 @@ def _tolerant_frames(
                 yield frame
     with contextlib.suppress(av.error.FFmpegError):  # drain what the decoder still holds
         yield from stream.codec_context.decode(None)
+
+
+_ARRAY_ENCODINGS: dict[str, RawEncoding] = {
+    "float32": "f32le",
+    "int16": "s16le",
+    "int32": "s32le",
+    "uint8": "u8",
+}
+
+
+def _decode_array(
+    samples: npt.NDArray[Any], rate: int, limits: AudioLimits, cancel: CancelCheck | None
+) -> DecodedAudio:
+    """An in-memory array as raw PCM: float in [-1, 1] (float64 is narrowed), int16,
+    int32 or uint8; 1-D mono or ``(frames, channels)`` as soundfile reads it."""
+    if samples.ndim not in (1, 2) or (samples.ndim == 2 and not 1 <= samples.shape[1] <= 32):
+        raise UnsupportedAudio(
+            f"an audio array must be 1-D (mono) or (frames, channels) with at most 32 "
+            f"channels; got shape {samples.shape}"
+        )
+    given = samples.dtype.name
+    if samples.dtype.kind == "f" and samples.dtype != np.float32:
+        samples = samples.astype(np.float32)
+    encoding = _ARRAY_ENCODINGS.get(samples.dtype.name)
+    if encoding is None:
+        raise UnsupportedAudio(
+            f"an audio array of {samples.dtype.name} is not supported: "
+            "use float32 in [-1, 1], int16, int32 or uint8"
+        )
+    if samples.size == 0:
+        raise EmptyAudio("the audio is empty (0 samples)")
+    fmt = RawFormat(rate, 1 if samples.ndim == 1 else samples.shape[1], encoding)
+    pcm = np.ascontiguousarray(samples, samples.dtype.newbyteorder("<"))
+    decoded = _decode_raw(pcm.data.cast("B"), fmt, limits, cancel)
+    info = AudioInfo("array", given, rate, fmt.channels, decoded.info.duration)
+    return DecodedAudio(decoded.samples, info)
 
 
 def _mono_frames(frames: Iterable[av.AudioFrame]) -> Iterator[tuple[AudioArray, int]]:
