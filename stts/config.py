@@ -272,7 +272,11 @@ class Settings(BaseSettings):
     )
     cache_dir: Path = Field(default_factory=default_cache_dir)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    json_logs: bool = Field(True, description="JSON lines on stderr (false: plain text)")
+    json_logs: bool | None = Field(
+        None,
+        description="JSON lines on stderr (true) or plain text (false); unset: plain text "
+        "when stderr is a terminal, JSON otherwise",
+    )
     malloc_arena_max: int = Field(
         2,
         ge=0,

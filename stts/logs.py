@@ -1,4 +1,5 @@
-"""Structured logs: one JSON object per line, with the request id of the current request.
+"""Logs: one JSON object per line (with the request id of the current request) for log
+collectors, plain lines for a person at a terminal.
 
 Logs never contain audio, transcripts or secrets: only ids, sizes, timings and names.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import sys
 import time
 from typing import Any
 
@@ -27,7 +29,8 @@ def record_timing(stage: str, seconds: float) -> None:
         timings[stage] = timings.get(stage, 0.0) + seconds * 1000.0
 
 
-_RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+# color_message: uvicorn's copy of the message with ANSI colours, for its own formatter.
+_RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -52,10 +55,15 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def logging_config(level: str = "info", json_logs: bool = True) -> dict[str, Any]:
-    """A dictConfig for stts and uvicorn (uvicorn's access log is replaced by stts.access)."""
+def logging_config(level: str = "info", json_logs: bool | None = None) -> dict[str, Any]:
+    """A dictConfig for stts and uvicorn (uvicorn's access log is replaced by stts.access);
+    ``json_logs`` None: plain lines when stderr is a terminal, JSON lines otherwise."""
+    if json_logs is None:
+        json_logs = not sys.stderr.isatty()
     formatter = (
-        {"()": JsonFormatter} if json_logs else {"format": "%(levelname)s %(name)s: %(message)s"}
+        {"()": JsonFormatter}
+        if json_logs
+        else {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"}
     )
     handler = {
         "class": "logging.StreamHandler",
