@@ -311,6 +311,12 @@ class Settings(BaseSettings):
         "none: no CORS headers at all",
     )
 
+    web_ui: bool = Field(
+        True,
+        description="serve the web page at / (transcribe a file or the microphone); its "
+        "calls need an API key like any client's when keys are set",
+    )
+
     audio: AudioSettings = Field(default_factory=AudioSettings)
     streaming: StreamingSettings = Field(default_factory=StreamingSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)

@@ -26,14 +26,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stts import __version__
 from stts.api import docs, legacy, ops, realtime
+from stts.api import jobs as jobs_routes
 from stts.api import openai as openai_routes
 from stts.api.drain import DrainGuard, GracefulStop
 from stts.api.edge import Guard, RequestContext, cors_options, load_api_keys
 from stts.api.responses import error_response, plain_error
 from stts.config import Settings
 from stts.errors import AudioTooLarge, RequestTimeout, SttsError
+from stts.jobs import JobsCollector, JobService
 from stts.metrics import Metrics
 from stts.service import EngineManager
+from stts.web.router import router as web_router
 
 logger = logging.getLogger(__name__)
 
@@ -56,27 +59,35 @@ class BodySizeLimit:
     """
 
     def __init__(
-        self, app: ASGIApp, max_bytes: int, stated_limit: int, idle_timeout_s: float
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        stated_limit: int,
+        idle_timeout_s: float,
+        post_limits: dict[str, tuple[int, int]] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.stated_limit = stated_limit  # the configured limit, named in the message
         self.idle_timeout_s = idle_timeout_s
+        # POST paths with limits of their own (max_bytes, stated): job uploads.
+        self.post_limits = post_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = AudioTooLarge(
-            f"the audio is larger than the limit of {self.stated_limit} bytes"
-        )
+        max_bytes, stated_limit = self.max_bytes, self.stated_limit
+        if scope["method"] == "POST" and scope["path"] in self.post_limits:
+            max_bytes, stated_limit = self.post_limits[scope["path"]]
+        too_large = AudioTooLarge(f"the audio is larger than the limit of {stated_limit} bytes")
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = 0
-                if declared > self.max_bytes:
+                if declared > max_bytes:
                     await error_response(too_large)(scope, receive, send)
                     return
         received = 0
@@ -98,7 +109,7 @@ class BodySizeLimit:
                 raise _BodyRefused() from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     failure = too_large
                     raise _BodyRefused()
                 body_done = not message.get("more_body", False)
@@ -146,11 +157,14 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
         if wyoming is not None:
             await wyoming.start()
         stop.attach(asyncio.get_running_loop())
+        await jobs.start()  # jobs a crash or a stop left behind resume
         try:
             yield
         finally:
             # Everything below shares what is left of the one grace period.
             stop.request()
+            # Running jobs stop at their next segment and stay queued for the next start.
+            await jobs.stop(stop.remaining())
             if wyoming is not None:
                 await wyoming.stop(stop.remaining())
             if preload is not None and not preload.done():
@@ -180,6 +194,8 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
     app.state.stop = stop = GracefulStop(mgr, settings.shutdown_grace_s, owns_manager=owns_manager)
     app.state.workers_left = False  # set when engine workers outlived the graceful stop
     app.state.metrics = metrics = Metrics(mgr)
+    app.state.jobs = jobs = JobService(settings, mgr, stopping=lambda: stop.draining)
+    metrics.registry.register(JobsCollector(jobs))
     app.state.wyoming = None
     if settings.wyoming_uri:
         from stts.wyoming import WyomingServer
@@ -231,6 +247,9 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
     app.include_router(ops.router)
     app.include_router(docs.router)
     app.include_router(realtime.router)
+    app.include_router(jobs_routes.router)
+    if settings.web_ui:
+        app.include_router(web_router)
     # Added innermost first: CORS -> RequestContext -> Guard -> DrainGuard -> BodySizeLimit
     # -> routes.
     # CORS outermost: preflights need no key and every answer (401, 429, 413, the draining
@@ -240,6 +259,12 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
         max_bytes=settings.audio.max_bytes + _FORM_OVERHEAD_BYTES,
         stated_limit=settings.audio.max_bytes,
         idle_timeout_s=settings.body_timeout_s,
+        post_limits={
+            jobs_routes.router.prefix: (
+                settings.jobs.max_bytes + _FORM_OVERHEAD_BYTES,
+                settings.jobs.max_bytes,
+            )
+        },
     )
     app.add_middleware(DrainGuard, stop=stop)
     app.add_middleware(Guard, settings=settings, keys=load_api_keys(settings))

@@ -33,7 +33,9 @@ from stts.metrics import Metrics
 
 access_log = logging.getLogger("stts.access")
 
-OPEN_PATHS = frozenset({"/health", "/ready"})
+OPEN_PATHS = frozenset({"/health", "/ready", "/"})
+OPEN_PREFIXES = ("/web/assets/",)
+"""The web page and its static files load without a key; every call they make needs one."""
 BROWSER_KEY_PREFIX = "openai-insecure-api-key."
 """A ``Sec-WebSocket-Protocol`` entry carrying the API key (browsers cannot set headers)."""
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -415,7 +417,11 @@ class Guard:
         return any(ip in net for net in self.proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
+        if (
+            scope["type"] not in ("http", "websocket")
+            or scope["path"] in OPEN_PATHS
+            or scope["path"].startswith(OPEN_PREFIXES)
+        ):
             await self.app(scope, receive, send)
             return
         identity: str | None = None
@@ -445,6 +451,8 @@ class Guard:
                 await deny(error, scope, receive, send, {"WWW-Authenticate": "Bearer"})
                 return
             identity = f"key:{name}"
+            # Routes that keep data per key (jobs) read whose request this is.
+            scope.setdefault("state", {})["api_key_name"] = name
         # Opening a WebSocket session costs what a POST costs.
         if self.enabled and (scope["type"] == "websocket" or scope["method"] == "POST"):
             identity = identity or f"ip:{self.client_ip(scope)}"
