@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
@@ -394,6 +401,129 @@ def engines(
         )
     # Piped output is not cut at 80 columns: a table is useless with its notes cut off.
     (out if out.is_terminal else Console(width=160)).print(table)
+
+
+@app.command(cls=PlainHelpCommand)
+def batch(
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="INPUT", help="audio files, directories (recursive) or globs"),
+    ] = None,
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", "-o", help="outputs and results.jsonl go here")
+    ] = Path("stts-batch"),
+    manifests: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--manifest", help="file listing inputs: one path a line, or CSV/JSONL with 'path'"
+        ),
+    ] = None,
+    formats: Annotated[
+        str, typer.Option("--format", "-f", help="comma-separated: txt, srt, vtt, json")
+    ] = "txt",
+    engine: Annotated[str | None, typer.Option("--engine", "-e", help="engine name")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="model of the engine")] = None,
+    language: Annotated[
+        str | None, typer.Option("--language", "-l", help="e.g. en; default: detect")
+    ] = None,
+    task: Annotated[
+        TaskChoice,
+        typer.Option(
+            "--task",
+            help="transcribe, or translate to English",
+            metavar="transcribe|translate",
+            parser=_choice(TaskChoice),
+        ),
+    ] = TaskChoice.transcribe_,
+    word_timestamps: Annotated[
+        bool, typer.Option("--word-timestamps", help="word-level times")
+    ] = False,
+    raw_rate: Annotated[int, typer.Option(help="sample rate of .raw/.pcm files")] = 16000,
+    raw_channels: Annotated[int, typer.Option(help="channels of .raw/.pcm files")] = 1,
+    raw_encoding: Annotated[
+        str, typer.Option(help="s16le, s32le, f32le or u8 for .raw/.pcm")
+    ] = "s16le",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="run on a Ray cluster through Ray Data: host:port, 'auto' (RAY_ADDRESS or "
+            "the local cluster) or 'local' (start one in this process); needs stts[ray]",
+        ),
+    ] = None,
+    actors: Annotated[int, typer.Option(help="with --ray: engine actors", min=1)] = 1,
+    cpus_per_actor: Annotated[
+        float, typer.Option(help="with --ray: CPUs each actor reserves", min=0.01)
+    ] = 1.0,
+    config: ConfigOpt = None,
+) -> None:
+    """Transcribe many files into an output directory, resumably (results.jsonl)."""
+    from stts import batch as batching
+    from stts.errors import InvalidRequest
+
+    try:
+        paths = batching.collect_inputs(inputs or [], manifests or [])
+        if not paths:
+            raise InvalidRequest("no input given: name files, directories or a manifest")
+        request = batching.BatchRequest(
+            engine=engine,
+            model=model,
+            language=language,
+            task=task.value,
+            word_timestamps=word_timestamps,
+            formats=batching.parse_formats(formats) or (ResponseFormat.text,),
+            raw=RawFormat(raw_rate, raw_channels, raw_encoding),  # type: ignore[arg-type]
+        )
+        settings, manager = _file_command_manager(config, engine, model)
+        key = manager.resolve(engine, model)
+        manager.check_options(key, request.options())  # a bad language, before any work
+    except SttsError as exc:
+        _error(f"{exc.message}")
+        raise typer.Exit(2) from None
+    with batching.Batch(output_dir, request, request.key(*key)) as job:
+        items = job.plan(paths)
+        if job.summary.skipped:
+            err.print(f"skipping {job.summary.skipped} input(s) already done", highlight=False)
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("files, {task.fields[hours]:.2f} h audio"),
+            TimeRemainingColumn(),
+            console=err,
+            disable=not err.is_terminal,
+        )
+        with manager.session(), progress:
+            bar = progress.add_task("transcribing", total=len(items), hours=0.0)
+
+            def done(record: dict[str, Any]) -> None:
+                if record["error"]:
+                    _error(f"{record['path']}: {record['error']}")
+                progress.update(bar, advance=1, hours=job.summary.audio_seconds / 3600)
+
+            try:
+                if ray_address is None:
+                    batching.run_local(job, items, manager, settings, on_record=done)
+                else:
+                    from stts.ray_batch import run_on_ray
+
+                    manager.close()  # the actors load the engine; the driver needs none
+                    run_on_ray(
+                        ray_address, job, items, settings, actors, cpus_per_actor, on_record=done
+                    )
+            except SttsError as exc:
+                _error(exc.message)
+                raise typer.Exit(2) from None
+    summary = job.summary
+    err.print(
+        f"{summary.done} done, {summary.skipped} skipped, {summary.failed} failed; "
+        f"{summary.audio_seconds / 3600:.2f} h of audio; results in {job.results_path}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if summary.failed:
+        raise typer.Exit(1)
 
 
 @app.command(cls=PlainHelpCommand)
