@@ -53,7 +53,7 @@ from stts.slots import (
     SlotStats,
     shutting_down,
 )
-from stts.transcript import Segment, Transcript
+from stts.transcript import Segment, Transcript, fit_times
 
 logger = logging.getLogger(__name__)
 
@@ -259,6 +259,21 @@ class EngineManager:
         """Installed / model found, without loading (cheap)."""
         return get_engine_class(name).probe(self.settings)
 
+    def warn_unavailable(self) -> list[str]:
+        """Log one line per enabled engine that cannot run here, with why (at start-up);
+        returns their names. Requests for such an engine get 503 ``engine_unavailable``."""
+        names = []
+        for name in self.enabled:
+            availability = self.probe(name)
+            if not availability.available:
+                names.append(name)
+                logger.warning(
+                    "engine %s is enabled but cannot run: %s (requests for it get 503)",
+                    name,
+                    availability.reason,
+                )
+        return names
+
     def loaded_slots(self) -> list[EngineSlot]:
         """All slots created so far."""
         with self._slots_lock:
@@ -344,7 +359,7 @@ class EngineManager:
     @staticmethod
     def _label(result: Transcript, key: SlotKey, attempts: list[str]) -> Transcript:
         return replace(
-            result,
+            fit_times(result),  # no cue may end after the audio does
             engine=key[0],
             model=key[1],
             fallback=len(attempts) > 1,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,3 +88,36 @@ def segments_from_words(
         )
         for i, g in enumerate(groups)
     ]
+
+
+def fit_times(transcript: Transcript) -> Transcript:
+    """Every time within ``[0, duration]``, and segments with words spanning their words.
+
+    Engines round segment bounds to their own grid (Whisper's last segment of an 11 s
+    window ends at 11.0 s on audio of 10.4 s, a 1.959 s clip's cue at 2.0 s); subtitle
+    players then show text after the audio ended. Word times, when computed, are the
+    finer measurement.
+    """
+    duration = transcript.duration
+
+    def clamp(t: float) -> float:
+        return min(max(t, 0.0), duration)
+
+    segments = []
+    changed = False
+    for seg in transcript.segments:
+        words = tuple(
+            w
+            if 0.0 <= w.start <= w.end <= duration
+            else replace(w, start=clamp(w.start), end=max(clamp(w.end), clamp(w.start)))
+            for w in seg.words
+        )
+        start, end = clamp(seg.start), clamp(seg.end)
+        if words:
+            start, end = min(start, words[0].start), words[-1].end
+        end = max(end, start)
+        if (start, end) != (seg.start, seg.end) or words != seg.words:
+            changed = True
+            seg = replace(seg, start=start, end=end, words=words)
+        segments.append(seg)
+    return replace(transcript, segments=tuple(segments)) if changed else transcript

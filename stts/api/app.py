@@ -149,6 +149,7 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        mgr.warn_unavailable()  # an enabled engine that can't run is said once, at start
         preload: asyncio.Future[None] | None = None
         if settings.preload:
             # Load in the background: /health answers at once, /ready flips when loaded.

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stts.api.responses import error_response
@@ -80,6 +81,20 @@ async def deny(
     response = error_response(error)
     response.headers.update(headers or {})
     await response(scope, receive, send)
+
+
+def route_template(scope: Scope) -> str:
+    """The path template of the route that answered, for metric labels: FastAPI's own
+    routes put themselves in the scope; the plain Starlette routes it adds (``/docs``,
+    ``/openapi.json``, ``/redoc``) don't, so those are matched here; else "unmatched"."""
+    path = getattr(scope.get("route"), "path", None)
+    if path:
+        return str(path)
+    router = getattr(scope.get("app"), "router", None)
+    for route in getattr(router, "routes", ()):
+        if route.matches(scope)[0] is Match.FULL:
+            return str(route.path)
+    return "unmatched"
 
 
 class CorsOptions(TypedDict):
@@ -158,8 +173,7 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = route_template(scope)
             self.metrics.requests.labels(template, scope["method"], str(status), engine).inc()
             self.metrics.latency.labels(template).observe(elapsed)
             access_log.info(
@@ -204,8 +218,7 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = route_template(scope)
             # Sessions last minutes: counted, but kept out of the request-latency histogram.
             self.metrics.requests.labels(template, "GET", str(status), "").inc()
             access_log.info(

@@ -83,6 +83,7 @@ async def _stt(
         ]
     headers = {
         "X-STT-Engine": t.engine,
+        "X-STT-Model": t.model,
         "X-STT-Fallback": "true" if t.fallback else "false",
         **warning_headers(audio),
     }
@@ -143,7 +144,7 @@ async def detect_language(
         guess = await work.detect_language(audio, top)
     return JSONResponse(
         {**guess.as_dict(), "duration": round(audio.duration, 3)},
-        headers={"X-STT-Engine": guess.engine},
+        headers={"X-STT-Engine": guess.engine, "X-STT-Model": guess.model},
     )
 
 
