@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from stts.config import Settings
-from stts.errors import InsufficientStorage, JobNotFinished, JobNotFound
+from stts.errors import InsufficientStorage, JobNotFinished, JobNotFound, JobsUnavailable
 from stts.jobs.runner import JobRunner
 from stts.jobs.store import STATUSES, Job, JobStore, NewJob
 from stts.jobs.webhooks import WebhookPolicy
@@ -54,7 +54,10 @@ class JobService:
     async def start(self) -> None:
         """At server start: resume jobs if the directory holds any."""
         if (self.directory / DB_NAME).is_file():
-            self.open()
+            try:
+                self.open()
+            except JobsUnavailable as exc:  # the other faces still serve; job routes say why
+                logger.warning("jobs are unavailable: %s", exc.message)
 
     def open(self) -> JobStore:
         """The store, opened (and the runner started) on first use; on the event loop."""
