@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
-import json
+import io
+import math
 import re
 import select
 import socket
 import time
+import wave
 from collections.abc import Iterator
 
 import httpx
@@ -18,7 +20,7 @@ from stts.config import Settings
 from stts.engines.registry import register_engine, unregister_engine
 from stts.evaluation import normalize_text
 from tests.conftest import LiveServer, corpus_file, requires_corpus
-from tests.fault_engines import AlwaysFailsEngine, SlowEngine
+from tests.fault_engines import TONE_SECOND_PCM16, AlwaysFailsEngine, SlowEngine
 
 pytestmark = [pytest.mark.slow, requires_corpus]
 
@@ -393,13 +395,127 @@ def test_client_disconnect_stops_the_engine(fault_server: LiveServer) -> None:
     assert SlowEngine.cancelled == 1 and SlowEngine.finished == 0
 
 
-def test_no_stack_traces_in_any_error(fault_server: LiveServer) -> None:
-    conf_fail = httpx.post(
-        f"{fault_server.url}/v1/audio/transcriptions",
-        files={"file": ("a.wav", corpus_file("pocketsphinx__001.wav").read_bytes())},
-        data={"model": "fault-fails", "response_format": "json"},
-        timeout=60,
+@pytest.fixture(scope="module")
+def strict_server(settings: Settings) -> Iterator[LiveServer]:
+    """No fallback, a 1 s deadline, 3 s of audio at most: each error is really raised."""
+    for cls in (AlwaysFailsEngine, SlowEngine):
+        register_engine(cls.name, cls)
+    conf = Settings(
+        cache_dir=settings.cache_dir,
+        engines=["fault-slow", "fault-fails"],
+        default_engine="fault-slow",
+        timeout_base_s=1.0,
+        timeout_per_audio_s=0.0,
+        audio={"max_duration_s": 3.0},
+        plugins={"fault-slow": {"workers": 1, "queue_size": 0}},
     )
-    # fault-fails falls back to pocketsphinx; the body keeps OpenAI's shape.
-    assert conf_fail.status_code == 200 and conf_fail.headers["x-stt-fallback"] == "true"
-    assert json.loads(conf_fail.text).keys() == {"text", "usage"}
+    with LiveServer(conf) as live:
+        yield live
+    for cls in (AlwaysFailsEngine, SlowEngine):
+        unregister_engine(cls.name)
+
+
+def _wav(seconds: float) -> bytes:
+    """A quiet tone as a WAV file (the fault engines answer it; it is not silence)."""
+    buf = io.BytesIO()
+    tone = (TONE_SECOND_PCM16 * math.ceil(seconds))[: int(seconds * 16_000) * 2]
+    with wave.open(buf, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16_000)
+        out.writeframes(tone)
+    return buf.getvalue()
+
+
+def _wait_in_flight(server: LiveServer, engine: str, busy: bool) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        report = httpx.get(f"{server.url}/api/v1/engines", timeout=10).json()["details"][engine]
+        if (report["in_flight"] > 0) == busy:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{engine} never became {'busy' if busy else 'idle'}")
+
+
+def _wait_busy(server: LiveServer, engine: str) -> None:
+    """Until a request holds the engine's place (observed, not slept for)."""
+    _wait_in_flight(server, engine, busy=True)
+
+
+def _wait_idle(server: LiveServer, engine: str) -> None:
+    """Until the engine's worker let go of the last request (a 504 keeps its place)."""
+    _wait_in_flight(server, engine, busy=False)
+
+
+def test_engine_failure_is_500_and_a_deadline_is_504_over_http(strict_server: LiveServer) -> None:
+    url = f"{strict_server.url}/v1/audio/transcriptions"
+    failed = httpx.post(
+        url, files={"file": ("a.wav", _wav(1))}, data={"model": "fault-fails"}, timeout=30
+    )
+    assert failed.status_code == 500, failed.text
+    assert failed.json()["error"]["code"] == "transcription_failed"
+    assert "fault-fails" in failed.json()["error"]["message"]
+    SlowEngine.delay, SlowEngine.cancelled, SlowEngine.finished = 10.0, 0, 0
+    try:
+        timed_out = httpx.post(
+            url, files={"file": ("a.wav", _wav(1))}, data={"model": "fault-slow"}, timeout=30
+        )
+        assert timed_out.status_code == 504, timed_out.text
+        assert timed_out.json()["error"]["code"] == "timeout"
+        _wait_idle(strict_server, "fault-slow")
+        assert SlowEngine.cancelled == 1 and SlowEngine.finished == 0  # told to stop
+    finally:
+        SlowEngine.delay = 0.0
+
+
+def test_audio_longer_than_max_duration_is_413_over_http(strict_server: LiveServer) -> None:
+    SlowEngine.delay = 0.0
+    ok = httpx.post(f"{strict_server.url}/api/v1/stt", files={"speech": ("a.wav", _wav(2))})
+    assert ok.status_code == 200 and ok.json()["text"] == "slow result", ok.text
+    r = httpx.post(f"{strict_server.url}/api/v1/stt", files={"speech": ("a.wav", _wav(5))})
+    assert r.status_code == 413, r.text
+    assert r.json()["error"]["code"] == "audio_too_long"
+
+
+def test_no_stack_traces_in_any_error(strict_server: LiveServer) -> None:
+    """Every error status the API has, each really raised: JSON in the one shape, no
+    traceback, no source path, no exception class name."""
+    url = strict_server.url
+    SlowEngine.delay = 0.0
+    speech = {"file": ("a.wav", _wav(1))}
+    answers = {
+        400: httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("a.wav", b"")}),
+        404: httpx.post(
+            f"{url}/v1/audio/transcriptions", files=speech, data={"model": "no-such-model"}
+        ),
+        413: httpx.post(f"{url}/api/v1/stt", files={"speech": ("a.wav", _wav(5))}),
+        415: httpx.post(f"{url}/api/v1/stt", files={"speech": ("a.wav", b"junk" * 100)}),
+        500: httpx.post(
+            f"{url}/v1/audio/transcriptions", files=speech, data={"model": "fault-fails"}
+        ),
+    }
+    SlowEngine.delay = 10.0
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            # One worker, no queue: a request sent while another runs finds no place
+            # (503); the one running runs out of time (504).
+            running = pool.submit(
+                httpx.post, f"{url}/api/v2/stt/fault-slow", files={"speech": ("a.wav", _wav(1))}
+            )
+            _wait_busy(strict_server, "fault-slow")
+            refused = httpx.post(
+                f"{url}/api/v2/stt/fault-slow", files={"speech": ("a.wav", _wav(1))}
+            )
+            pair = [refused, running.result(60)]
+        _wait_idle(strict_server, "fault-slow")
+    finally:
+        SlowEngine.delay = 0.0
+    answers.update({r.status_code: r for r in pair})
+    assert sorted(answers) == [400, 404, 413, 415, 500, 503, 504], {
+        s: r.text for s, r in answers.items()
+    }
+    for status, r in answers.items():
+        error = r.json()["error"]
+        assert error["message"] and error["code"], (status, r.text)
+        for leak in ("Traceback", 'File "', "/stts/", "Error:", "Exception"):
+            assert leak not in r.text, (status, r.text)

@@ -13,17 +13,20 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import openai
 import pytest
 
 from stts.config import Settings
+from stts.engines.registry import register_engine, unregister_engine
 from stts.logs import JsonFormatter, request_id_var
 from stts.testing import free_port, spawn_server
 from tests.conftest import LiveServer, corpus_file, requires_corpus
+from tests.fault_engines import LoadFailsEngine, SlowEngine
 
 pytestmark = [requires_corpus]
 
@@ -132,6 +135,125 @@ def test_forwarded_for_is_trusted_only_from_configured_proxies(settings: Setting
     assert run(["127.0.0.1/32"]) == [400, 400, 400]
     # From an untrusted peer the header is ignored: one bucket for the peer address.
     assert run([]) == [400, 429, 429]
+
+
+class NotReadyServer(LiveServer):
+    """A LiveServer that does not wait for /ready: only until HTTP answers."""
+
+    def __enter__(self) -> NotReadyServer:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{self.url}/health", timeout=2)
+                return self
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError("server never answered /health")
+
+
+class GatedLoadEngine(SlowEngine):
+    """FAULT INJECTION: its model load waits until the test opens ``gate``."""
+
+    name = "fault-gated-load"
+    delay: ClassVar[float] = 0.0
+    gate: ClassVar[threading.Event] = threading.Event()
+    loads: ClassVar[int] = 0
+
+    def load(self) -> None:
+        type(self).loads += 1
+        if not self.gate.wait(60):
+            raise RuntimeError("the test never opened the gate")
+
+
+def _poll(what: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < deadline, "the state was never reached"
+        time.sleep(0.05)
+
+
+def test_ready_is_503_before_the_first_load_and_stays_200_after_an_idle_unload(
+    settings: Settings,
+) -> None:
+    """The issue's reproduction: PocketSphinx, idle_unload_s, lazy loading; over HTTP."""
+    conf = Settings(
+        cache_dir=settings.cache_dir,
+        engines=["pocketsphinx"],
+        default_engine="pocketsphinx",
+        preload=False,
+        pocketsphinx={"idle_unload_s": 1},
+    )
+    with NotReadyServer(conf) as live:
+        before = httpx.get(f"{live.url}/ready")
+        assert before.status_code == 503 and before.json()["status"] == "unloaded", before.text
+        assert httpx.head(f"{live.url}/ready").status_code == 503
+        r = httpx.post(f"{live.url}/api/v1/stt", files=_audio(), timeout=60)
+        assert r.status_code == 200 and r.json()["text"] == "ten of clubs"
+
+        def unloads() -> int:
+            report = httpx.get(f"{live.url}/api/v1/engines").json()["details"]["pocketsphinx"]
+            return int(report["idle_unloads"])
+
+        _poll(lambda: unloads() >= 1)
+        after = httpx.get(f"{live.url}/ready")
+        assert after.status_code == 200, after.text
+        assert after.json() == {"status": "ready", "engine": "pocketsphinx", "model": "unloaded"}
+        assert httpx.head(f"{live.url}/ready").status_code == 200
+        r = httpx.post(f"{live.url}/api/v1/stt", files=_audio(), timeout=60)
+        assert r.status_code == 200 and r.json()["text"] == "ten of clubs"  # loaded again
+
+
+def test_ready_is_503_while_the_model_first_loads_and_when_it_failed(settings: Settings) -> None:
+    register_engine(GatedLoadEngine.name, GatedLoadEngine)
+    register_engine(LoadFailsEngine.name, LoadFailsEngine)
+    GatedLoadEngine.gate.clear()
+    GatedLoadEngine.loads = 0
+    try:
+        conf = Settings(
+            cache_dir=settings.cache_dir,
+            engines=[GatedLoadEngine.name],
+            default_engine=GatedLoadEngine.name,
+            plugins={GatedLoadEngine.name: {"idle_unload_s": 0.5}},
+        )
+        with NotReadyServer(conf) as live:
+            _poll(lambda: GatedLoadEngine.loads == 1)  # preloading, held at the gate
+            loading = httpx.get(f"{live.url}/ready")
+            assert loading.status_code == 503 and loading.json()["status"] == "loading"
+            GatedLoadEngine.gate.set()
+            _poll(lambda: httpx.get(f"{live.url}/ready").status_code == 200)
+            # Freed for being idle, then loading again behind the gate: still ready.
+            engines = f"{live.url}/api/v1/engines"
+            _poll(
+                lambda: (
+                    httpx.get(engines).json()["details"][GatedLoadEngine.name]["idle_unloads"] >= 1
+                )
+            )
+            GatedLoadEngine.gate.clear()
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                answer = pool.submit(
+                    httpx.post, f"{live.url}/api/v1/stt", files=_audio(), timeout=60
+                )
+                _poll(lambda: GatedLoadEngine.loads == 2)
+                reloading = httpx.get(f"{live.url}/ready")
+                assert reloading.status_code == 200, reloading.text
+                assert reloading.json()["model"] == "loading"
+                GatedLoadEngine.gate.set()
+                assert answer.result(60).json()["text"] == "slow result"
+        failing = Settings(
+            cache_dir=settings.cache_dir,
+            engines=[LoadFailsEngine.name],
+            default_engine=LoadFailsEngine.name,
+        )
+        with NotReadyServer(failing) as live:
+            _poll(lambda: httpx.get(f"{live.url}/ready").json()["status"] != "unloaded")
+            failed = httpx.get(f"{live.url}/ready")
+            assert failed.status_code == 503 and failed.json()["status"] == "failed"
+            assert failed.json()["error"]
+    finally:
+        GatedLoadEngine.gate.set()
+        unregister_engine(GatedLoadEngine.name)
+        unregister_engine(LoadFailsEngine.name)
 
 
 def _metric(text: str, name: str, **labels: str) -> float:
