@@ -92,8 +92,10 @@ def route_template(scope: Scope) -> str:
         return str(path)
     router = getattr(scope.get("app"), "router", None)
     for route in getattr(router, "routes", ()):
-        if route.matches(scope)[0] is Match.FULL:
-            return str(route.path)
+        # FastAPI's included routers (_IncludedRouter) have no path of their own.
+        template = getattr(route, "path", None)
+        if template and route.matches(scope)[0] is Match.FULL:
+            return str(template)
     return "unmatched"
 
 
