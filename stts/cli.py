@@ -506,7 +506,7 @@ def batch(
                 if ray_address is None:
                     batching.run_local(job, items, manager, settings, on_record=done)
                 else:
-                    from stts.ray_batch import run_on_ray
+                    from stts.raycluster.batch import run_on_ray
 
                     manager.close()  # the actors load the engine; the driver needs none
                     run_on_ray(
@@ -544,9 +544,42 @@ def serve(
             "or unix:///path",
         ),
     ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="run as a Ray Serve deployment on this cluster (host:port, 'auto' or "
+            "'local'); needs stts[ray]",
+        ),
+    ] = None,
+    replicas: Annotated[
+        int, typer.Option(help="with --ray: replicas (initial ones when autoscaling)", min=1)
+    ] = 1,
+    min_replicas: Annotated[
+        int | None, typer.Option(help="with --ray and --max-replicas: autoscaling floor", min=0)
+    ] = None,
+    max_replicas: Annotated[
+        int | None, typer.Option(help="with --ray: autoscale up to this many replicas", min=1)
+    ] = None,
+    target_ongoing_requests: Annotated[
+        float | None,
+        typer.Option(help="with --ray --max-replicas: requests per replica to scale at", min=0.1),
+    ] = None,
+    cpus_per_replica: Annotated[
+        float, typer.Option(help="with --ray: CPUs each replica reserves", min=0.01)
+    ] = 1.0,
     config: ConfigOpt = None,
 ) -> None:
     """Run the HTTP server (OpenAI-compatible /v1 and the legacy /api routes)."""
+    if ray_address is not None:
+        _serve_on_ray(
+            ray_address,
+            config,
+            {"host": host, "port": port, "engines": engines_opt, "default_engine": default_engine},
+            (replicas, min_replicas, max_replicas, target_ongoing_requests, cpus_per_replica),
+        )
+        return
 
     from stts.api.app import create_app, server_config
     from stts.memory import limit_malloc_arenas
@@ -574,6 +607,23 @@ def serve(
         logging.shutdown()
         os._exit(0)
     raise typer.Exit(0)
+
+
+def _serve_on_ray(
+    address: str,
+    config: Path | None,
+    overrides: dict[str, Any],
+    scaling: tuple[int, int | None, int | None, float | None, float],
+) -> None:
+    """``stts serve --ray``: the app as a Ray Serve deployment, until SIGINT/SIGTERM."""
+    try:
+        from stts.raycluster.serve import Scaling, run
+
+        settings = _load_settings(config, **overrides)
+        run(address, settings, Scaling(*scaling))
+    except SttsError as exc:
+        _error(f"{exc.message}")
+        raise typer.Exit(2) from None
 
 
 def _draining_server_class() -> Any:
