@@ -82,8 +82,13 @@ MAX_DATA_BYTES = 64 * 1024
 """Largest JSON data block accepted in one event (a transcribe or info is a few hundred)."""
 MAX_CHUNK_BYTES = 4 * 1024 * 1024
 """Largest payload of one event (Home Assistant sends 1024-sample chunks: 2 KiB)."""
-_ENCODINGS = {2: "s16le", 4: "s32le"}
-_SCALES = {2: ("<i2", 32768.0), 4: ("<i4", 2147483648.0)}  # width -> (dtype, full scale)
+# Wyoming's 8-bit PCM is unsigned, as in WAV (its own converter biases it by 128).
+_ENCODINGS = {1: "u8", 2: "s16le", 4: "s32le"}
+_SCALES = {  # width -> (dtype, zero, full scale)
+    1: ("u1", 128.0, 128.0),
+    2: ("<i2", 0.0, 32768.0),
+    4: ("<i4", 0.0, 2147483648.0),
+}
 _BACKPRESSURE_POLL_S = 0.02
 _UPSTREAM = {  # engine -> (who made it, where it's from), for the info event's attribution
     "whisper": ("OpenAI Whisper, via faster-whisper", "https://github.com/SYSTRAN/faster-whisper"),
@@ -113,7 +118,7 @@ class _PcmToStream:
     """
 
     def __init__(self, fmt: RawFormat, width: int) -> None:
-        self.dtype, self.scale = _SCALES[width]
+        self.dtype, self.zero, self.scale = _SCALES[width]
         self.channels = fmt.channels
         self.frame_bytes = width * fmt.channels
         self._rest = b""
@@ -131,6 +136,8 @@ class _PcmToStream:
         self._rest = data[usable:]
         frames = np.frombuffer(data, self.dtype, count=usable // self.frame_bytes * self.channels)
         samples: AudioArray = frames.astype(np.float32)
+        if self.zero:
+            samples -= np.float32(self.zero)
         samples *= np.float32(1.0 / self.scale)
         if self.channels > 1:
             samples = samples.reshape(-1, self.channels).mean(axis=1, dtype=np.float32)
@@ -370,7 +377,7 @@ class WyomingSession:
         try:
             if width not in _ENCODINGS:
                 raise UnsupportedAudio(
-                    f"{width * 8}-bit PCM is not supported; send 16- or 32-bit samples"
+                    f"{width * 8}-bit PCM is not supported; send 8-, 16- or 32-bit samples"
                 )
             utt.fmt = RawFormat(sample_rate=rate, channels=channels, encoding=_ENCODINGS[width])  # type: ignore[arg-type]
             utt.width = width

@@ -158,7 +158,7 @@ def test_transcripts_match_the_library_on_resampled_stereo_and_16k_chunks(
     ("events", "code"),
     [
         ([Transcribe(name="no-such-model").event()], "model_not_found"),
-        ([AudioStart(rate=16_000, width=1, channels=1).event()], "unsupported_media"),
+        ([AudioStart(rate=16_000, width=3, channels=1).event()], "unsupported_media"),
         ([AudioStart(rate=16_000, width=2, channels=1).event()], "empty_audio"),
         (
             [
@@ -168,7 +168,7 @@ def test_transcripts_match_the_library_on_resampled_stereo_and_16k_chunks(
             "corrupt_audio",
         ),
     ],
-    ids=["unknown-model", "8-bit", "no-audio", "half-a-frame"],
+    ids=["unknown-model", "24-bit", "no-audio", "half-a-frame"],
 )
 def test_bad_requests_get_an_error_event_and_the_connection_serves_on(
     live: tuple[LiveServer, int], events: list[Event], code: str
@@ -559,7 +559,7 @@ def test_python_allocations_do_not_grow_per_utterance(cache_dir: Path) -> None:
     pcm, rate, width, channels = _wav_pcm(corpus_file(STEREO_44K))
     utterances = [
         [Transcribe(language="en").event(), *_utterance(pcm, rate, width, channels)],
-        [Transcribe().event(), *_utterance(pcm[:4000], rate, 1, 1)],  # 8-bit: refused
+        [Transcribe().event(), *_utterance(pcm[:3999], rate, 3, 1)],  # 24-bit: refused
         [Transcribe(name="nope").event(), *_utterance(pcm[:4000], rate, 2, 1)],
         [Transcribe().event(), *_utterance(pcm[: len(pcm) // 2], rate, width, channels)[:-1]],
     ]  # the last one hangs up before audio-stop
@@ -703,7 +703,7 @@ def test_streaming_engine_sends_chunks_then_the_transcript_and_a_plain_one_answe
 @pytest.mark.parametrize(
     ("events", "code"),
     [
-        ([AudioStart(rate=16_000, width=1, channels=1).event()], "unsupported_media"),
+        ([AudioStart(rate=16_000, width=3, channels=1).event()], "unsupported_media"),
         ([AudioStart(rate=16_000, width=2, channels=1).event()], "empty_audio"),
         (
             [
@@ -713,7 +713,7 @@ def test_streaming_engine_sends_chunks_then_the_transcript_and_a_plain_one_answe
             "corrupt_audio",
         ),
     ],
-    ids=["8-bit", "no-audio", "half-a-frame"],
+    ids=["24-bit", "no-audio", "half-a-frame"],
 )
 def test_streamed_utterances_refuse_bad_audio_like_whole_ones(
     streaming_live: tuple[EngineManager, int], events: list[Event], code: str
@@ -733,11 +733,33 @@ def test_streamed_utterances_refuse_bad_audio_like_whole_ones(
     assert manager.slot(manager.resolve("pocketsphinx")).open_streams == 0
 
 
-def test_pcm_is_converted_chunk_by_chunk_as_decode_audio_does_it_whole() -> None:
-    from stts.wyoming import _PcmToStream
+def _pcm8(path: Path) -> bytes:
+    """Any corpus file as 16 kHz mono unsigned 8-bit PCM (Wyoming width 1, as in WAV)."""
+    samples = decode_audio(path).samples
+    return np.clip(np.round(samples * 127 + 128), 0, 255).astype("u1").tobytes()
 
-    pcm, rate, width, channels = _wav_pcm(corpus_file(STEREO_44K))
-    fmt = RawFormat(sample_rate=rate, channels=channels)
+
+def test_8_bit_pcm_is_transcribed(live: tuple[LiveServer, int]) -> None:
+    """Width 1 is legal Wyoming (unsigned, as in WAV; wyoming-faster-whisper takes it)."""
+    _, port = live
+    pcm = _pcm8(corpus_file(JFK))
+
+    async def script(client: Any) -> Event:
+        return await _exchange(client, [Transcribe().event(), *_utterance(pcm, 16_000, 1, 1)])
+
+    answer = _run(port, script)
+    assert Transcript.is_type(answer.type), answer
+    assert "ask not what your country" in Transcript.from_event(answer).text.lower()
+
+
+@pytest.mark.parametrize("width", [1, 2], ids=["8-bit", "16-bit"])
+def test_pcm_is_converted_chunk_by_chunk_as_decode_audio_does_it_whole(width: int) -> None:
+    from stts.wyoming import _ENCODINGS, _PcmToStream
+
+    pcm, rate, _, channels = _wav_pcm(corpus_file(STEREO_44K))
+    if width == 1:  # the same audio as unsigned 8-bit, the other width the converter has
+        pcm = (np.frombuffer(pcm, "<i2") // 256 + 128).astype("u1").tobytes()
+    fmt = RawFormat(sample_rate=rate, channels=channels, encoding=_ENCODINGS[width])  # type: ignore[arg-type]
     converter = _PcmToStream(fmt, width)
     step = 1001  # bytes: frames split across chunks
     pieces = [converter.convert(pcm[i : i + step]) for i in range(0, len(pcm), step)]
@@ -746,7 +768,7 @@ def test_pcm_is_converted_chunk_by_chunk_as_decode_audio_does_it_whole() -> None
     assert len(streamed) == len(whole)
     np.testing.assert_allclose(streamed, whole, atol=1e-5)
     half = _PcmToStream(fmt, width)
-    half.convert(b"\x00" * 6)
+    half.convert(b"\x00" * (width * channels + 1))  # a frame and a byte
     with pytest.raises(CorruptAudio):
         half.flush()
 
