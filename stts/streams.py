@@ -44,6 +44,15 @@ _STEP_TIMEOUT_S = 120.0
 """A single decode step that takes longer than this is stopped (a stuck engine)."""
 
 
+def _close_unclaimed(future: concurrent.futures.Future[EngineStream]) -> None:
+    if future.cancelled() or future.exception() is not None:
+        return
+    try:
+        future.result().close()
+    except Exception:
+        logger.exception("an engine failed to close a stream nobody claimed")
+
+
 class LiveStream:
     """One utterance transcribed as it arrives; use :meth:`open`, then ``async with``."""
 
@@ -85,9 +94,16 @@ class LiveStream:
         slot.reserve_stream()
         try:
             future = slot.submit_step(lambda engine: engine.open_stream(options), CancelToken())
+        except BaseException:
+            slot.release_stream()
+            raise
+        try:
             engine_stream = await manager.await_job(future, CancelToken(), _STEP_TIMEOUT_S)
         except BaseException:
             slot.release_stream()
+            # The opener left (or the stop ran out of time) while the engine was still
+            # opening: the stream it opens is closed when it is ready, never leaked.
+            future.add_done_callback(_close_unclaimed)
             raise
         limits = manager.settings.streaming
         return cls(
@@ -111,6 +127,8 @@ class LiveStream:
 
     def push(self, samples: AudioArray) -> None:
         """Queue the next piece of 16 kHz mono audio; never blocks."""
+        if not len(samples):
+            return
         if self.error is not None:
             raise self.error
         if self.closed:
@@ -199,8 +217,13 @@ class LiveStream:
         if self._future is not None and not self._future.done():
             # A step still running on a worker owns the engine stream until it returns.
             await asyncio.wait({asyncio.wrap_future(self._future)}, timeout=_STEP_TIMEOUT_S)
-        try:
-            self._engine.close()
-        except Exception:
-            logger.exception("engine %s failed to close a stream", self.key[0])
+        if self._future is not None and not self._future.done():
+            # Stuck in native code: closing the engine stream under it could corrupt its
+            # memory. It is left to the step (the place is given back all the same).
+            logger.warning("engine %s: a stream step is still running at close", self.key[0])
+        else:
+            try:
+                self._engine.close()
+            except Exception:
+                logger.exception("engine %s failed to close a stream", self.key[0])
         self.slot.release_stream()

@@ -10,6 +10,8 @@ within a few points of the same engine's WER on the whole files.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -218,6 +220,80 @@ def test_a_stream_closed_midway_gives_its_place_back(manager: EngineManager) -> 
     updates, transcript = asyncio.run(_live(manager, "pocketsphinx", audio[: 3 * SAMPLE_RATE]))
     _check_append_only(updates, transcript)
     assert manager.slot(key).open_streams == 0
+
+
+class _OverlapDetector:
+    """FAULT INJECTION: a PocketSphinx decoder whose every call records whether another
+    thread was inside the native decoder at the same time (and lingers in ``process_raw``
+    so an overlap cannot slip through between two fast calls)."""
+
+    def __init__(self, decoder: object) -> None:
+        self._decoder = decoder
+        self._inside = 0
+        self._guard = threading.Lock()
+        self.overlaps = 0
+
+    def __getattr__(self, name: str) -> object:
+        method = getattr(self._decoder, name)
+
+        def call(*args: object) -> object:
+            with self._guard:
+                self._inside += 1
+                self.overlaps += self._inside > 1
+            try:
+                if name == "process_raw":
+                    time.sleep(0.05)
+                return method(*args)
+            finally:
+                with self._guard:
+                    self._inside -= 1
+
+        return call
+
+
+def test_a_pocketsphinx_stream_is_never_in_its_decoder_from_two_threads(
+    sphinx: PocketSphinxEngine,
+) -> None:
+    """A close (or a step) that comes while a step is decoding waits for it: native code
+    run from two threads at once corrupts memory (CI crashed with SIGSEGV in
+    process_raw)."""
+    audio = _audio(JFK)
+    stream = sphinx.open_stream(EN)
+    spy = _OverlapDetector(stream._decoder)  # type: ignore[attr-defined]
+    stream._decoder = spy  # type: ignore[attr-defined]
+    refused: list[Exception] = []
+
+    def feed() -> None:
+        try:
+            for start in range(0, len(audio), PIECE):
+                stream.accept(audio[start : start + PIECE])
+        except Exception as exc:  # the close came first: a clean refusal, not a crash
+            refused.append(exc)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    while not spy._inside and feeder.is_alive():
+        time.sleep(0.001)
+    stream.close()  # mid-decoding
+    feeder.join()
+    assert spy.overlaps == 0
+    assert [type(e).__name__ for e in refused] == ["Cancelled"]
+
+
+def test_empty_and_one_sample_pieces_are_accepted(sphinx: PocketSphinxEngine) -> None:
+    """A client may send an empty or odd-sized frame; the decoder must not see it empty."""
+    audio = _audio("pocketsphinx__goforward.raw")
+    stream = sphinx.open_stream(EN)
+    try:
+        for start in range(0, len(audio), PIECE):
+            stream.accept(audio[start : start + PIECE])
+            stream.accept(audio[:0])
+            stream.accept(audio[start : start + 1])
+        stream.finish()
+        text = stream.transcript().text
+    finally:
+        stream.close()
+    assert word_error_rate([_reference("pocketsphinx__goforward.raw")], [text]) < 0.5, text
 
 
 # -- Whisper -----------------------------------------------------------------------------

@@ -290,9 +290,15 @@ class PocketSphinxStream(EngineStream):
         self.total = 0  # samples accepted
         self.fed = 0  # samples given to the decoder in this utterance
         self.agreed_at = 0  # stream sample of the last hypothesis compared
+        # The decoder is native code that frees and rewrites its own buffers: two threads
+        # in it at once corrupt memory (a segfault, not an exception). LiveStream runs one
+        # step at a time, and the lock makes that a property of the stream itself.
+        self._lock = threading.Lock()
         decoder.reinit_feat()
 
     def _feed(self, pcm: np.ndarray[Any, Any]) -> None:
+        if not len(pcm):  # process_raw raises on an empty buffer
+            return
         if not self.in_utterance:
             self._decoder.start_utt()
             self.in_utterance = True
@@ -323,6 +329,12 @@ class PocketSphinxStream(EngineStream):
 
     def accept(self, samples: AudioArray) -> StreamUpdate:
         """Decode the new audio; commit the words two consecutive partials agree on."""
+        with self._lock:
+            if self._decoder is None:
+                raise Cancelled("the stream is closed")
+            return self._accept(samples)
+
+    def _accept(self, samples: AudioArray) -> StreamUpdate:
         pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
         self.total += len(pcm)
         if not self.primed:
@@ -349,6 +361,12 @@ class PocketSphinxStream(EngineStream):
 
     def finish(self) -> StreamUpdate:
         """No more audio: end the utterance and commit the rest of its final hypothesis."""
+        with self._lock:
+            if self._decoder is None:
+                raise Cancelled("the stream is closed")
+            return self._finish()
+
+    def _finish(self) -> StreamUpdate:
         if not self.primed:
             if not self._prime:
                 return StreamUpdate()
@@ -370,11 +388,12 @@ class PocketSphinxStream(EngineStream):
         return self.agreement.transcript(self.total / 16_000, "en", self.model_name)
 
     def close(self) -> None:
-        """Give the decoder back to the engine, reset."""
-        decoder, self._decoder = self._decoder, None
-        if decoder is None:
-            return
-        if self.in_utterance:
-            decoder.end_utt()
-            self.in_utterance = False
-        self._release(decoder)
+        """Give the decoder back to the engine, reset (waits for a step under way)."""
+        with self._lock:
+            decoder, self._decoder = self._decoder, None
+            if decoder is None:
+                return
+            if self.in_utterance:
+                decoder.end_utt()
+                self.in_utterance = False
+            self._release(decoder)
