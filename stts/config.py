@@ -55,6 +55,11 @@ class EngineSettings(BaseModel):
         description="free the model after this many seconds without requests; the next "
         "request loads it again (0: keep it loaded)",
     )
+    speech_gate: bool = Field(
+        False,
+        description="answer a recording in which Silero VAD hears no speech with '' "
+        "without running this engine (on for engines that write words on noise or music)",
+    )
 
 
 class PluginSettings(EngineSettings):
@@ -77,7 +82,24 @@ class WhisperSettings(EngineSettings):
     compute_type: str = "int8"
     cpu_threads: int = Field(0, ge=0, description="0 = one per CPU core")
     beam_size: int = Field(5, ge=1, le=20)
-    vad_filter: bool = False
+    vad_filter: bool = Field(
+        False, description="skip what Silero VAD hears as non-speech before decoding"
+    )
+    no_speech_threshold: float | None = Field(
+        0.6, ge=0, le=1, description="a window is silent above this no-speech probability..."
+    )
+    log_prob_threshold: float | None = Field(
+        -1.0, description="...when its mean token log-probability is also below this"
+    )
+    compression_ratio_threshold: float | None = Field(
+        2.4, gt=0, description="text that compresses better than this is a loop: retried hotter"
+    )
+    hallucination_silence_threshold: float | None = Field(
+        None, gt=0, description="skip silences this long (s) around a suspect segment"
+    )
+    condition_on_previous_text: bool = Field(
+        True, description="prompt each 30 s window with the text before it"
+    )
     batch_size: int = Field(
         1, ge=1, le=64, description="windows decoded together across requests; 1 = no batching"
     )
@@ -96,11 +118,15 @@ class WhisperSettings(EngineSettings):
 class PocketSphinxSettings(EngineSettings):
     """PocketSphinx; the US-English model bundled in the wheel unless model_dir is set."""
 
+    speech_gate: bool = True
+
     model_dir: Path | None = None
 
 
 class VoskSettings(EngineSettings):
     """Vosk (Kaldi); needs a model directory."""
+
+    speech_gate: bool = True
 
     model_path: Path | None = None
     language: str | None = Field(None, description="the model's language, e.g. 'en'")
@@ -111,6 +137,8 @@ class VoskSettings(EngineSettings):
 
 class Wav2Vec2Settings(EngineSettings):
     """A CTC model (Wav2Vec2, HuBERT, WavLM) exported to ONNX, in Hugging Face layout."""
+
+    speech_gate: bool = True
 
     model_path: Path | None = None
     language: str | None = Field(None, description="the model's language, e.g. 'en'")

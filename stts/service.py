@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -54,6 +55,7 @@ from stts.slots import (
     shutting_down,
 )
 from stts.transcript import Segment, Transcript, fit_times
+from stts.vad import has_speech
 
 logger = logging.getLogger(__name__)
 
@@ -414,13 +416,27 @@ class EngineManager:
             attempts.append(candidate[0])
             if on_engine is not None:
                 on_engine(candidate)
-            future = self.slot(candidate).submit(
-                samples,
-                options,
-                on_segment=counted if on_segment is not None else None,
-                cancel=cancel,
-                reservation=reservation if candidate == key else None,
-            )
+            held = reservation if candidate == key else None
+            if self.settings.engine_settings(candidate[0]).speech_gate:
+                future = self.slot(candidate).submit_call(
+                    functools.partial(
+                        _gated_transcribe,
+                        samples=samples,
+                        options=options,
+                        on_segment=counted if on_segment is not None else None,
+                        cancel=cancel,
+                    ),
+                    cancel,
+                    held,
+                )
+            else:
+                future = self.slot(candidate).submit(
+                    samples,
+                    options,
+                    on_segment=counted if on_segment is not None else None,
+                    cancel=cancel,
+                    reservation=held,
+                )
             try:
                 result = yield future
             except EngineError as exc:
@@ -639,6 +655,29 @@ class EngineManager:
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+def _gated_transcribe(
+    engine: Engine,
+    *,
+    samples: AudioArray,
+    options: TranscribeOptions,
+    on_segment: SegmentCallback | None,
+    cancel: CancelToken,
+) -> Transcript:
+    """The engine's transcript, or "" without running it when Silero VAD hears no speech
+    at all (``speech_gate``: engines that write words on noise or music). Runs on the
+    engine's worker, so the event loop never waits for the VAD pass."""
+    if not has_speech(samples):
+        return Transcript(
+            text="",
+            segments=(),
+            duration=round(len(samples) / SAMPLE_RATE, 3),
+            language=options.language,
+            model=engine.model,
+            task=options.task,
+        )
+    return engine.transcribe(samples, options, on_segment=on_segment, cancel=cancel)
 
 
 def _timed_out(timeout: float) -> TranscriptionTimeout:

@@ -152,3 +152,15 @@ class VadStream:
                 self._run = 0
             self.frames += 1
         return events
+
+
+def has_speech(samples: AudioArray, threshold: float = 0.5, min_speech_ms: int = 250) -> bool:
+    """Whether Silero VAD finds any speech in a whole recording (faster-whisper's own
+    ``get_speech_timestamps``, the pass its ``vad_filter`` makes). True, so the engine
+    decides, when faster-whisper (which ships the model) is not installed."""
+    if silero_model_path() is None or importlib.util.find_spec("onnxruntime") is None:
+        return True
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    options = VadOptions(threshold=threshold, min_speech_duration_ms=min_speech_ms)
+    return bool(get_speech_timestamps(samples, options, sampling_rate=SAMPLE_RATE))

@@ -378,6 +378,11 @@ class WhisperEngine(Engine):
             vad_parameters=_vad_parameters(options.vad),
             word_timestamps=options.word_timestamps,
             max_new_tokens=_token_cap(len(audio) / 16_000),
+            no_speech_threshold=cfg.no_speech_threshold,
+            log_prob_threshold=cfg.log_prob_threshold,
+            compression_ratio_threshold=cfg.compression_ratio_threshold,
+            hallucination_silence_threshold=cfg.hallucination_silence_threshold,
+            condition_on_previous_text=cfg.condition_on_previous_text,
         )
         segments: list[Segment] = []
         for index, raw in enumerate(segments_iter):
