@@ -13,7 +13,6 @@ Writes bench/results/pathological_audio.md.
 from __future__ import annotations
 
 import argparse
-import struct
 import sys
 import tempfile
 import time
@@ -23,24 +22,7 @@ import numpy as np
 from common import CORPUS, RESULTS, machine, markdown_table
 from decode_memory import _load_decoder
 
-
-def float_wav(channels: np.ndarray, rate: int) -> bytes:
-    """WAVE_FORMAT_IEEE_FLOAT, any values."""
-    interleaved = np.ascontiguousarray(np.atleast_2d(channels).T, dtype="<f4")
-    n = interleaved.shape[1]
-    data = interleaved.tobytes()
-    fmt = struct.pack("<HHIIHH", 3, n, rate, rate * 4 * n, 4 * n, 32)
-    return (
-        b"RIFF"
-        + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data))
-        + b"WAVE"
-        + b"fmt "
-        + struct.pack("<I", len(fmt))
-        + fmt
-        + b"data"
-        + struct.pack("<I", len(data))
-        + data
-    )
+from stts.synthetic import float_wav
 
 
 def main() -> None:
