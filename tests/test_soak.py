@@ -7,10 +7,8 @@ comes from its measurements (see README, "Memory").
 from __future__ import annotations
 
 import concurrent.futures
-import gc
 import itertools
 import os
-import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import pytest
 from stts.config import Settings
 from stts.testing import free_port, spawn_server
 from tests.conftest import LiveServer, corpus_file, requires_corpus
+from tests.heap import growth_across
 
 pytestmark = [pytest.mark.slow, pytest.mark.soak, requires_corpus]
 
@@ -126,21 +125,7 @@ def test_python_allocations_do_not_grow_per_request(cache_dir: Path) -> None:
             for item in itertools.islice(itertools.cycle(payloads), n):
                 client.post(f"{live.url}/api/v1/stt", files={"speech": item}, timeout=60)
 
-        burst(40)  # warm-up: caches, metric label sets, lazy imports
-        tracemalloc.start(5)
-        try:
-            burst(40)
-            gc.collect()  # count what is still referenced, not garbage awaiting collection
-            first = tracemalloc.take_snapshot()
-            burst(200)
-            gc.collect()
-            second = tracemalloc.take_snapshot()
-        finally:
-            tracemalloc.stop()
-    ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
-    diff = second.filter_traces(ignore).compare_to(first.filter_traces(ignore), "filename")
-    # A single object (count +1) is the last request's buffer still referenced by its
-    # exception; a per-request leak shows up as hundreds of new objects over 200 requests.
-    growth = sum(stat.size_diff for stat in diff if stat.count_diff > 1)
-    top = "\n".join(str(s) for s in diff[:5])
+        grown = growth_across(burst, warm=40, measured=200)
+    # A per-request leak shows up as hundreds of new objects over 200 requests.
+    growth, top = grown.heap_bytes, grown.top
     assert growth < 256 * 1024, f"Python heap grew {growth} bytes over 200 requests:\n{top}"

@@ -4,6 +4,7 @@ library (what Home Assistant uses), real models, real corpus audio sent as PCM c
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import threading
@@ -30,6 +31,7 @@ from stts.service import EngineManager
 from stts.testing import free_port
 from tests.conftest import CORPUS_ITEMS, LiveServer, corpus_file, requires_corpus
 from tests.fault_engines import TONE_SECOND_PCM16, SlowEngine
+from tests.heap import growth_across
 
 pytest.importorskip("wyoming")
 from wyoming.asr import Transcribe, Transcript
@@ -546,9 +548,6 @@ def test_read_event_tells_a_peer_that_left_from_one_that_broke_the_protocol(
 def test_python_allocations_do_not_grow_per_utterance(cache_dir: Path) -> None:
     """tracemalloc over the whole Wyoming path (connection, events, decoding, service) for
     200 utterances, each on its own connection as Home Assistant does, bad ones included."""
-    import gc
-    import tracemalloc
-
     port = free_port()
     settings = Settings(
         cache_dir=cache_dir,
@@ -588,21 +587,8 @@ def test_python_allocations_do_not_grow_per_utterance(cache_dir: Path) -> None:
             assert not sessions, f"{len(sessions)} sessions still open after their clients left"
             gc.collect()  # count what is still referenced, not garbage awaiting collection
 
-        asyncio.run(burst(40))  # warm-up
-        tracemalloc.start(5)
-        try:
-            asyncio.run(burst(40))
-            settle()
-            first = tracemalloc.take_snapshot()
-            asyncio.run(burst(200))
-            settle()
-            second = tracemalloc.take_snapshot()
-        finally:
-            tracemalloc.stop()
-    ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
-    diff = second.filter_traces(ignore).compare_to(first.filter_traces(ignore), "filename")
-    growth = sum(stat.size_diff for stat in diff if stat.count_diff > 1)
-    top = "\n".join(str(s) for s in diff[:8])
+        grown = growth_across(lambda n: asyncio.run(burst(n)), warm=40, measured=200, settle=settle)
+    growth, top = grown.heap_bytes, grown.top
     print(f"Python heap growth over 200 Wyoming utterances: {growth} bytes")
     assert growth < 256 * 1024, f"Python heap grew {growth} bytes over 200 utterances:\n{top}"
 
