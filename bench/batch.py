@@ -1,0 +1,245 @@
+"""Batch throughput: raw faster-whisper in a loop, `stts batch` here, `stts batch --ray`.
+
+Same files, same model (Whisper base, int8, language en), one run. Each configuration
+runs in a fresh process, so its driver peak RSS is its own; the Ray actors' peak RSS is
+read from /proc while they run. Ray runs on a local cluster (``ray start --head``, 2
+CPUs) that only lives inside a private network and PID namespace (``unshare``; Ray
+binds the machine's non-loopback address otherwise): the script re-executes itself in
+one. Each engine thread is one core: "1 CPU" below means ``whisper.cpu_threads=1``.
+Ray actors reserve half a logical CPU each, so that two of them leave room for Ray
+Data's read tasks on a 2-CPU cluster; the cores they use are their engine threads.
+
+    .venv/bin/python bench/batch.py [--files 6]
+
+Writes bench/results/batch.md and batch.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from common import RESULTS, corpus, embedded_base, free_port, machine, markdown_table, peak_rss_mb
+
+
+def _files(count: int) -> list[Path]:
+    # Spoken English in manifest order (3 to 11 s each); the cards clips are a few words.
+    items = [i for i in corpus() if not i.path.name.startswith("pocketsphinx__00")]
+    return [i.path for i in items[:count]]
+
+
+def raw_loop(files: list[str], threads: int, queue: mp.Queue) -> None:  # type: ignore[type-arg]
+    from faster_whisper import WhisperModel
+
+    from stts.audio import decode_audio
+
+    model_dir = str(embedded_base())
+    t0 = time.perf_counter()  # the model load counts, as it does for stts batch
+    model = WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=threads)
+    audio = 0.0
+    for path in files:
+        samples = decode_audio(Path(path)).samples
+        audio += len(samples) / 16000
+        segments, _ = model.transcribe(samples, language="en", beam_size=5)
+        "".join(s.text for s in segments)
+    queue.put({"wall": time.perf_counter() - t0, "audio": audio, "driver_rss": peak_rss_mb()})
+
+
+def stts_batch(
+    files: list[str], threads: int, workers: int, ray: str | None, actors: int, queue: mp.Queue
+) -> None:  # type: ignore[type-arg]
+    from stts.batch import Batch, BatchRequest, collect_inputs, run_local
+    from stts.config import Settings
+    from stts.service import EngineManager
+
+    settings = Settings(engines=["whisper"], whisper={"cpu_threads": threads, "workers": workers})
+    request = BatchRequest(engine="whisper", language="en")
+    out = Path(tempfile.mkdtemp(prefix="stts-bench-batch-"))
+    try:
+        manager = EngineManager(settings)
+        key = manager.resolve("whisper")
+        first: list[float] = []
+        with Batch(out, request, request.key(*key)) as batch:
+            items = batch.plan(collect_inputs(files))
+            t0 = time.perf_counter()
+
+            def seen(record: dict[str, Any]) -> None:
+                assert not record["error"], record
+                if not first:
+                    first.append(time.perf_counter() - t0)
+
+            if ray is None:
+                run_local(batch, items, manager, settings, on_record=seen)
+            else:
+                from stts.raycluster.batch import run_on_ray
+
+                manager.close()
+                run_on_ray(ray, batch, items, settings, actors, 0.5, on_record=seen)
+            wall = time.perf_counter() - t0
+        manager.close()
+        queue.put(
+            {
+                "wall": wall,
+                "audio": batch.summary.audio_seconds,
+                "first_result": first[0],
+                "driver_rss": peak_rss_mb(),
+            }
+        )
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+class ActorMemory:
+    """The peak RSS (VmHWM) of every Ray Data actor process, sampled while they live."""
+
+    def __init__(self) -> None:
+        self.peaks: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.3):
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    if b"MapWorker" not in cmdline:
+                        continue
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            mb = int(line.split()[1]) / 1024
+                            self.peaks[int(pid)] = max(self.peaks.get(int(pid), 0.0), mb)
+                except OSError:
+                    continue
+
+    def __enter__(self) -> ActorMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def measure(target: Any, *args: Any) -> dict[str, Any]:
+    queue: mp.Queue = mp.Queue()  # type: ignore[type-arg]
+    proc = mp.get_context("spawn").Process(target=target, args=(*args, queue))
+    proc.start()
+    result: dict[str, Any] = queue.get(timeout=3600)
+    proc.join()
+    return result
+
+
+def start_cluster() -> tuple[str, str]:
+    port = free_port()
+    temp_dir = tempfile.mkdtemp(prefix="stts-ray-")
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    os.environ.update({"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"})
+    subprocess.run(
+        [
+            ray_cli,
+            "start",
+            "--head",
+            "--num-cpus=2",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+        ]
+        + ["--include-dashboard=false", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+        check=True,
+        capture_output=True,
+    )
+    return f"127.0.0.1:{port}", temp_dir
+
+
+def run(count: int) -> None:
+    files = [str(p) for p in _files(count)]
+    address, temp_dir = start_cluster()
+    rows: list[dict[str, Any]] = []
+    try:
+        configs: list[tuple[str, int, Any, tuple[Any, ...]]] = [
+            ("raw faster-whisper loop", 2, raw_loop, (files, 2)),
+            ("raw faster-whisper loop", 1, raw_loop, (files, 1)),
+            ("stts batch (local, 1 worker)", 1, stts_batch, (files, 1, 1, None, 1)),
+            ("stts batch --ray, 1 actor", 1, stts_batch, (files, 1, 1, address, 1)),
+            ("stts batch (local, 2 workers)", 2, stts_batch, (files, 1, 2, None, 1)),
+            ("stts batch --ray, 2 actors", 2, stts_batch, (files, 1, 1, address, 2)),
+        ]
+        for name, cores, target, args in configs:
+            print(f"running: {name} ({cores} cores)", flush=True)
+            with ActorMemory() as actors:
+                result = measure(target, *args)
+            result |= {
+                "name": name,
+                "cores": cores,
+                "actor_rss": max(actors.peaks.values(), default=None),
+            }
+            result["rate"] = result["audio"] / result["wall"]
+            rows.append(result)
+            print(json.dumps(result), flush=True)
+    finally:
+        subprocess.run(
+            [str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True
+        )
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+    def baseline(row: dict[str, Any]) -> dict[str, Any] | None:
+        local = {1: "stts batch (local, 1 worker)", 2: "stts batch (local, 2 workers)"}
+        if "--ray" not in row["name"]:
+            return None
+        return next(r for r in rows if r["name"] == local[row["cores"]])
+
+    table = []
+    for row in rows:
+        base = baseline(row)
+        overhead = f"{(base['rate'] / row['rate'] - 1) * 100:+.1f} %" if base else ""
+        table.append(
+            [
+                row["name"],
+                row["cores"],
+                round(row["audio"], 1),
+                round(row["wall"], 1),
+                round(row["rate"], 2),
+                round(row["first_result"], 1) if "first_result" in row else "",
+                overhead,
+                round(row["driver_rss"]),
+                round(row["actor_rss"]) if row["actor_rss"] else "",
+            ]
+        )
+    headers = ["configuration", "cores", "audio s", "wall s", "audio s/s", "first result s"]
+    headers += ["Ray overhead vs local", "driver peak RSS MB", "actor peak RSS MB"]
+    text = (
+        f"{len(files)} files, {rows[0]['audio']:.1f} s of English audio, Whisper base int8, "
+        f"beam 5, language en; {machine()}. Wall time from start to the last result, the "
+        "model load (and for Ray the actors' start) included.\n\n"
+    )
+    text += markdown_table(headers, table) + "\n"
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "batch.md").write_text(text)
+    (RESULTS / "batch.json").write_text(json.dumps({"files": files, "rows": rows}, indent=2))
+    print(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--files", type=int, default=6)
+    args = parser.parse_args()
+    if os.environ.get("STTS_RAY_NETNS") != "1":
+        # Fixed arguments only: this interpreter, this script and a number.
+        script = 'ip link set lo up && exec "$0" "$1" --files "$2"'
+        command = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "sh", "-c", script]
+        env = {**os.environ, "STTS_RAY_NETNS": "1"}
+        sys.exit(subprocess.call([*command, sys.executable, __file__, str(args.files)], env=env))
+    run(args.files)
+
+
+if __name__ == "__main__":
+    main()
