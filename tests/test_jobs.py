@@ -32,7 +32,7 @@ from stts.config import Settings
 from stts.testing import free_port, spawn_server
 from tests.conftest import CORPUS_ITEMS, LiveServer, corpus_file, requires_corpus
 
-pytestmark = requires_corpus
+pytestmark = [pytest.mark.slow, requires_corpus]
 
 SECRET = "webhook-secret-for-tests"
 ALICE = {"Authorization": "Bearer alice-key-0001"}
@@ -208,6 +208,7 @@ def test_submit_poll_result_in_every_format_equals_the_synchronous_answer(
     assert job["id"] in [j["id"] for j in listed["data"]]
 
 
+@pytest.mark.timeout(900)  # three steps of 10 s on 2 busy cores
 def test_long_recording_progress_then_cancel_queued_and_running(
     live: LiveServer, jobs_dir: Path
 ) -> None:
@@ -217,7 +218,9 @@ def test_long_recording_progress_then_cancel_queued_and_running(
     long = submit(live, speech_wav(600), "ten-minutes.wav").json()
     queued = submit(live, corpus_file(SHORT).read_bytes(), SHORT).json()
     assert status(live, queued["id"])["status"] == "queued"  # jobs.workers = 1
-    cancelled = httpx.delete(f"{live.url}/api/v1/jobs/{queued['id']}", headers=ALICE).json()
+    cancelled = httpx.delete(
+        f"{live.url}/api/v1/jobs/{queued['id']}", headers=ALICE, timeout=TIMEOUT
+    ).json()
     assert cancelled["status"] == "cancelled" and cancelled["deleted"] is False
     assert queued["id"] + ".audio" not in audio_files(jobs_dir)
     seen: list[float] = []
@@ -230,14 +233,18 @@ def test_long_recording_progress_then_cancel_queued_and_running(
         time.sleep(0.2)
     assert seen == sorted(seen) and len(set(seen)) >= 3, seen
     assert status(live, long["id"])["progress"]["total_s"] == pytest.approx(600, abs=0.1)
-    stopped = httpx.delete(f"{live.url}/api/v1/jobs/{long['id']}", headers=ALICE).json()
+    stopped = httpx.delete(
+        f"{live.url}/api/v1/jobs/{long['id']}", headers=ALICE, timeout=TIMEOUT
+    ).json()
     assert stopped["status"] == "cancelled"
     assert long["id"] + ".audio" not in audio_files(jobs_dir)
     after = submit(live, corpus_file(SHORT).read_bytes(), SHORT).json()
     assert wait_for(live, after["id"], ("succeeded", "failed"))["status"] == "succeeded"
     final = status(live, long["id"])
     assert final["status"] == "cancelled" and final["progress"]["done_s"] < 600
-    result = httpx.get(f"{live.url}/api/v1/jobs/{long['id']}/result", headers=ALICE)
+    result = httpx.get(
+        f"{live.url}/api/v1/jobs/{long['id']}/result", headers=ALICE, timeout=TIMEOUT
+    )
     assert result.status_code == 409 and result.json()["error"]["code"] == "job_not_finished"
 
 
@@ -253,7 +260,7 @@ def test_another_keys_job_is_404(live: LiveServer) -> None:
         assert response.json()["error"]["code"] == "job_not_found"
     theirs = httpx.get(f"{live.url}/api/v1/jobs", headers=BOB, timeout=TIMEOUT).json()
     assert job["id"] not in [j["id"] for j in theirs["data"]]
-    assert httpx.get(f"{live.url}/api/v1/jobs/{job['id']}").status_code == 401
+    assert httpx.get(f"{live.url}/api/v1/jobs/{job['id']}", timeout=TIMEOUT).status_code == 401
     assert wait_for(live, job["id"], ("succeeded", "failed"))["status"] == "succeeded"
 
 
@@ -334,8 +341,13 @@ def test_bad_requests_are_clear_errors(live: LiveServer, jobs_dir: Path) -> None
         assert response.status_code == expected, (kwargs.get("data"), response.text)
         assert "error" in response.json()
     assert audio_files(jobs_dir) == before
-    assert httpx.get(f"{live.url}/api/v1/jobs/job_nope", headers=ALICE).status_code == 404
-    bad = httpx.get(f"{live.url}/api/v1/jobs", params={"status": "weird"}, headers=ALICE)
+    assert (
+        httpx.get(f"{live.url}/api/v1/jobs/job_nope", headers=ALICE, timeout=TIMEOUT).status_code
+        == 404
+    )
+    bad = httpx.get(
+        f"{live.url}/api/v1/jobs", params={"status": "weird"}, headers=ALICE, timeout=TIMEOUT
+    )
     assert bad.status_code == 400
 
 
@@ -374,23 +386,24 @@ def test_size_duration_and_quota_limits(settings: Settings, tmp_path: Path) -> N
         full = submit(server, short, headers=headers)  # 3 x 266 kB > 700 kB
         assert full.status_code == 507 and full.json()["error"]["code"] == "insufficient_storage"
         assert len(audio_files(tmp_path / "jobs")) <= 2
-        httpx.delete(f"{server.url}/api/v1/jobs/{first.json()['id']}")
-        httpx.delete(f"{server.url}/api/v1/jobs/{second.json()['id']}")
+        for queued in (first, second):
+            httpx.delete(f"{server.url}/api/v1/jobs/{queued.json()['id']}", timeout=TIMEOUT)
         assert audio_files(tmp_path / "jobs") == []  # room again, nothing left behind
         assert submit(server, short, headers=headers).status_code == 202
 
 
+@pytest.mark.timeout(900)  # two server starts and two runs of the recording, on 2 busy cores
 def test_sigkill_mid_job_resumes_from_the_checkpoint(cache_dir: Path, tmp_path: Path) -> None:
     """A real ``stts serve`` killed with SIGKILL mid-job; restarted on the same jobs.dir,
     the job succeeds with the text an uninterrupted run gives, decoding less audio the
     second time (it resumes after its last checkpoint)."""
-    recording = speech_wav(70)
+    recording = speech_wav(40)
     env = {
         "STTS_CACHE_DIR": str(cache_dir),
         "STTS_ENGINES": "pocketsphinx",
         "STTS_DEFAULT_ENGINE": "pocketsphinx",
         "STTS_JOBS__DIR": str(tmp_path / "jobs"),
-        "STTS_JOBS__STEP_S": "10",
+        "STTS_JOBS__STEP_S": "8",
         "STTS_JSON_LOGS": "false",
     }
     port = free_port()
@@ -406,7 +419,7 @@ def test_sigkill_mid_job_resumes_from_the_checkpoint(cache_dir: Path, tmp_path: 
         deadline = time.monotonic() + 600
         while True:
             seen = httpx.get(f"{url}/api/v1/jobs/{job['id']}", timeout=TIMEOUT).json()
-            if seen["progress"]["done_s"] >= 20:
+            if seen["progress"]["done_s"] >= 8:  # one step checkpointed, four to go
                 break
             assert seen["status"] in ("queued", "running") and time.monotonic() < deadline
             time.sleep(0.05)
@@ -417,7 +430,7 @@ def test_sigkill_mid_job_resumes_from_the_checkpoint(cache_dir: Path, tmp_path: 
             proc.kill()
             proc.wait(30)
     killed_at = seen["progress"]["done_s"]
-    assert seen["status"] == "running" and killed_at < 70
+    assert seen["status"] == "running" and killed_at < 40
     db = sqlite3.connect(tmp_path / "jobs" / "jobs.sqlite3")
     assert db.execute("SELECT status FROM jobs").fetchone()[0] == "running"  # as it died
     db.close()
@@ -428,8 +441,10 @@ def test_sigkill_mid_job_resumes_from_the_checkpoint(cache_dir: Path, tmp_path: 
         assert done["attempts"] == 2
         assert done["resumed_from_s"] >= killed_at
         # Audio decoded on the second attempt: only what came after the checkpoint.
-        assert done["decoded_s"] - done["resumed_from_s"] < 70 - 10
-        resumed = httpx.get(f"{url}/api/v1/jobs/{job['id']}/result", params={"format": "text"})
+        assert done["decoded_s"] - done["resumed_from_s"] <= 40 - killed_at + 0.01
+        resumed = httpx.get(
+            f"{url}/api/v1/jobs/{job['id']}/result", params={"format": "text"}, timeout=TIMEOUT
+        )
         again = httpx.post(
             f"{url}/api/v1/jobs",
             files={"file": ("talk.wav", recording, "audio/wav")},
@@ -438,8 +453,10 @@ def test_sigkill_mid_job_resumes_from_the_checkpoint(cache_dir: Path, tmp_path: 
         ).json()
         uninterrupted = wait_server(url, again["id"])
         assert uninterrupted["attempts"] == 1 and uninterrupted["resumed_from_s"] is None
-        single = httpx.get(f"{url}/api/v1/jobs/{again['id']}/result", params={"format": "text"})
-        assert resumed.text == single.text and len(resumed.text.split()) > 50
+        single = httpx.get(
+            f"{url}/api/v1/jobs/{again['id']}/result", params={"format": "text"}, timeout=TIMEOUT
+        )
+        assert resumed.text == single.text and len(resumed.text.split()) > 30
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
