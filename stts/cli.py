@@ -456,6 +456,10 @@ def batch(
     cpus_per_actor: Annotated[
         float, typer.Option(help="with --ray: CPUs each actor reserves", min=0.01)
     ] = 1.0,
+    gpus_per_actor: Annotated[
+        float,
+        typer.Option(help="with --ray: GPUs each actor reserves (an actor per GPU: 1)", min=0),
+    ] = 0.0,
     config: ConfigOpt = None,
 ) -> None:
     """Transcribe many files into an output directory, resumably (results.jsonl)."""
@@ -510,7 +514,14 @@ def batch(
 
                     manager.close()  # the actors load the engine; the driver needs none
                     run_on_ray(
-                        ray_address, job, items, settings, actors, cpus_per_actor, on_record=done
+                        ray_address,
+                        job,
+                        items,
+                        settings,
+                        actors,
+                        cpus_per_actor,
+                        on_record=done,
+                        gpus_per_actor=gpus_per_actor,
                     )
             except SttsError as exc:
                 _error(exc.message)

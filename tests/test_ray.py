@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -243,6 +244,47 @@ def _metric(text: str, name: str) -> float:
     )
 
 
+def realtime_transcript(port: int, path: Path) -> str:
+    """One manually committed item over /v1/realtime (a WebSocket through Serve's proxy)."""
+    import base64
+
+    import numpy as np
+    import soxr
+    from websockets.sync.client import connect
+
+    from stts.audio import decode_audio
+
+    samples = soxr.resample(decode_audio(path).samples, 16000, 24000)
+    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+    url = f"ws://127.0.0.1:{port}/v1/realtime?intent=transcription"
+    with connect(url, open_timeout=60) as ws:
+
+        def until(kind: str) -> dict[str, Any]:
+            while True:
+                event: dict[str, Any] = json.loads(ws.recv(timeout=120))
+                assert event["type"] != "error", event
+                if event["type"] == kind:
+                    return event
+
+        ws.send(
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "session": {
+                        "type": "transcription",
+                        "audio": {"input": {"turn_detection": None}},
+                    },
+                }
+            )
+        )
+        until("session.updated")
+        for i in range(0, len(pcm), 9600):
+            chunk = base64.b64encode(pcm[i : i + 9600]).decode()
+            ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+        ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        return str(until("conversation.item.input_audio_transcription.completed")["transcript"])
+
+
 @inner_only
 def test_serve_on_ray_two_replicas_and_a_killed_one_comes_back(
     cluster: Cluster, cache_dir: Path
@@ -273,6 +315,8 @@ def test_serve_on_ray_two_replicas_and_a_killed_one_comes_back(
         assert {text for text, _ in answers} == {"eight of spades four of clubs seven of hearts"}
         replicas = {replica for _, replica in answers}
         assert len(replicas) == 2, answers
+        spoken = realtime_transcript(port, corpus_file("pocketsphinx__001.wav"))
+        assert "clubs" in spoken.lower(), spoken
 
         # Each replica's /metrics counts its own transcriptions; together, all ten.
         counted: dict[str, float] = {}

@@ -84,9 +84,11 @@ def run_on_ray(
     actors: int,
     cpus_per_actor: float,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    gpus_per_actor: float = 0.0,
 ) -> Summary:
     """Transcribe ``items`` on the cluster, ``actors`` engine actors of ``cpus_per_actor``
-    CPUs each; every result goes through ``batch.finish`` as soon as it arrives."""
+    CPUs (and ``gpus_per_actor`` GPUs) each; every result goes through ``batch.finish``
+    as soon as it arrives."""
     import time
 
     if not items:
@@ -107,6 +109,7 @@ def run_on_ray(
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=cpus_per_actor,
+        num_gpus=gpus_per_actor,
     )
     for row in results.iter_rows():
         path = str(row["path"])

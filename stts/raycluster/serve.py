@@ -9,6 +9,7 @@ spreads requests over the replicas and replaces one whose process dies.
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from stts.config import Settings
 
 __all__ = ["APP_NAME", "REPLICA_HEADER", "Scaling", "SttsReplica", "run"]
+
+logger = logging.getLogger(__name__)
 
 APP_NAME = "stts"
 REPLICA_HEADER = "x-stts-replica"
@@ -108,6 +111,10 @@ class SttsReplica:
 def run(address: str, settings: Settings, scaling: Scaling) -> None:
     """Deploy stts on the cluster at ``address`` with Serve's proxy on ``settings.host``
     and ``settings.port``, and keep it up until SIGINT or SIGTERM; then delete it."""
+    if settings.wyoming_uri:
+        # Every replica would bind the same Wyoming port; Serve proxies HTTP only.
+        logger.warning("Wyoming is not served under Ray Serve: run it on a plain `stts serve`")
+        settings = settings.model_copy(update={"wyoming_uri": None})
     connect(address)
     serve.start(http_options={"host": settings.host, "port": settings.port})
     engine = settings.engine_settings(settings.default_engine)
