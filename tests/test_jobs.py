@@ -29,8 +29,10 @@ import pytest
 
 from stts.audio import decode_audio
 from stts.config import Settings
+from stts.engines.registry import register_engine, unregister_engine
 from stts.testing import free_port, spawn_server
 from tests.conftest import CORPUS_ITEMS, LiveServer, corpus_file, requires_corpus
+from tests.fault_engines import TONE_SECOND_PCM16, AlwaysFailsEngine
 
 pytestmark = [pytest.mark.slow, requires_corpus]
 
@@ -471,3 +473,30 @@ def wait_server(url: str, job_id: str) -> dict[str, Any]:
             return job
         time.sleep(0.2)
     raise AssertionError(f"job {job_id} never finished")
+
+
+def test_a_job_whose_engine_keeps_failing_is_failed_after_max_attempts(tmp_path: Path) -> None:
+    """Fault injection (a fake engine that always raises): two attempts, then ``failed``
+    with the reason, its audio deleted."""
+    register_engine(AlwaysFailsEngine.name, AlwaysFailsEngine)
+    conf = Settings(
+        cache_dir=tmp_path,
+        engines=[AlwaysFailsEngine.name],
+        default_engine=AlwaysFailsEngine.name,
+        jobs={"dir": tmp_path / "jobs", "max_attempts": 2},
+    )
+    tone = io.BytesIO()
+    with wave.open(tone, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16_000)
+        out.writeframes(TONE_SECOND_PCM16)
+    try:
+        with LiveServer(conf) as server:
+            job = submit(server, tone.getvalue(), headers={}, model=AlwaysFailsEngine.name).json()
+            done = wait_for(server, job["id"], ("succeeded", "failed"), limit_s=120)
+    finally:
+        unregister_engine(AlwaysFailsEngine.name)
+    assert done["status"] == "failed" and done["attempts"] == 2
+    assert done["error"]["code"] == "transcription_failed"
+    assert audio_files(tmp_path / "jobs") == []
