@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stts.audio import RawFormat, decode_audio
-from stts.errors import AudioError, InvalidRequest, SttsError
+from stts.errors import AudioError, AudioTooLarge, AudioTooLong, InvalidRequest, SttsError
 from stts.formats import FILE_SUFFIXES, ResponseFormat, render
 
 if TYPE_CHECKING:
@@ -262,7 +262,11 @@ def transcribe_item(
 
 
 def _error_type(exc: SttsError) -> str:
-    return "audio" if isinstance(exc, AudioError) else exc.code
+    """``audio`` for a file whose bytes are at fault (final: the same bytes fail again);
+    else the error's code: worth a retry (engine trouble, a limit raised since)."""
+    if isinstance(exc, AudioError) and not isinstance(exc, (AudioTooLarge, AudioTooLong)):
+        return "audio"
+    return exc.code
 
 
 # -- the batch -----------------------------------------------------------------
