@@ -441,7 +441,7 @@ def test_sigkill_mid_job_resumes_from_the_checkpoint(cache_dir: Path, tmp_path: 
         done = wait_server(url, job["id"])
         assert done["status"] == "succeeded", done
         assert done["attempts"] == 2
-        assert done["resumed_from_s"] >= killed_at
+        assert done["resumed_from_s"] >= killed_at - 0.001
         # Audio decoded on the second attempt: only what came after the checkpoint.
         assert done["decoded_s"] - done["resumed_from_s"] <= 40 - killed_at + 0.01
         resumed = httpx.get(

@@ -155,7 +155,9 @@ class Job:
             "model": self.answered_model or self.model,
             "attempts": self.attempts,
             "decoded_s": round(self.decoded_s, 3),
-            "resumed_from_s": self.resumed_from_s,
+            "resumed_from_s": (
+                round(self.resumed_from_s, 3) if self.resumed_from_s is not None else None
+            ),
             "filename": self.filename,
             "bytes": self.audio_bytes,
             "callback_url": self.callback_url,
