@@ -449,7 +449,7 @@ def batch(
             "--ray",
             metavar="ADDRESS",
             help="run on a Ray cluster through Ray Data: host:port, 'auto' (RAY_ADDRESS or "
-            "the local cluster) or 'local' (start one in this process); needs stts[ray]",
+            "the local cluster) or 'local' (start one in this process); needs stts-server[ray]",
         ),
     ] = None,
     actors: Annotated[int, typer.Option(help="with --ray: engine actors", min=1)] = 1,
@@ -561,7 +561,7 @@ def serve(
             "--ray",
             metavar="ADDRESS",
             help="run as a Ray Serve deployment on this cluster (host:port, 'auto' or "
-            "'local'); needs stts[ray]",
+            "'local'); needs stts-server[ray]",
         ),
     ] = None,
     replicas: Annotated[
