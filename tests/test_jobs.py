@@ -500,3 +500,48 @@ def test_a_job_whose_engine_keeps_failing_is_failed_after_max_attempts(tmp_path:
     assert done["status"] == "failed" and done["attempts"] == 2
     assert done["error"]["code"] == "transcription_failed"
     assert audio_files(tmp_path / "jobs") == []
+
+
+@pytest.mark.timeout(900)
+def test_interactive_requests_wait_behind_at_most_one_job_step(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Three jobs running on one PocketSphinx worker: a synchronous request's latency stays
+    within about one job step of its latency on the idle server (without the gate it
+    would queue behind a step of each job). Generous bounds: 2 busy cores."""
+    conf = Settings(
+        cache_dir=settings.cache_dir,
+        engines=["pocketsphinx"],
+        default_engine="pocketsphinx",
+        jobs={"dir": tmp_path / "jobs", "workers": 3, "step_s": 10},
+    )
+    data = corpus_file(SHORT).read_bytes()  # 8.3 s
+
+    def sync_latency() -> float:
+        started = time.perf_counter()
+        response = httpx.post(
+            f"{server.url}/v1/audio/transcriptions",
+            files={"file": (SHORT, data, "audio/wav")},
+            data={"model": "pocketsphinx"},
+            timeout=TIMEOUT,
+        )
+        assert response.status_code == 200, response.text
+        return time.perf_counter() - started
+
+    with LiveServer(conf) as server:
+        sync_latency()  # warm
+        idle = min(sync_latency() for _ in range(2))
+        step = idle * 10 / 8.3  # a 10 s job step costs about this much engine time
+        recording = speech_wav(120)
+        jobs = [submit(server, recording, headers={}).json()["id"] for _ in range(3)]
+        deadline = time.monotonic() + 600
+        while not all(status(server, j)["status"] == "running" for j in jobs):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        busy = [sync_latency() for _ in range(2)]
+        progress = [status(server, j)["progress"]["done_s"] for j in jobs]
+        for job_id in jobs:
+            httpx.delete(f"{server.url}/api/v1/jobs/{job_id}", timeout=TIMEOUT)
+    print(f"idle {idle:.2f} s, busy {busy}, step ~{step:.2f} s, job progress {progress}")
+    assert sum(progress) > 0  # the jobs did run meanwhile
+    assert min(busy) < idle + 2 * step + 2.0
