@@ -485,7 +485,12 @@ def batch(
     except SttsError as exc:
         _error(f"{exc.message}")
         raise typer.Exit(2) from None
-    with batching.Batch(output_dir, request, request.key(*key)) as job:
+    try:
+        job = batching.Batch(output_dir, request, request.key(*key))
+    except OSError as exc:
+        _error(f"{output_dir}: {exc.strerror or exc}")
+        raise typer.Exit(2) from None
+    with job:
         items = job.plan(paths)
         if job.summary.skipped:
             err.print(f"skipping {job.summary.skipped} input(s) already done", highlight=False)
@@ -526,6 +531,9 @@ def batch(
             except SttsError as exc:
                 _error(exc.message)
                 raise typer.Exit(2) from None
+            except OSError as exc:  # the output directory: full, read-only...
+                _error(f"{output_dir}: {exc.strerror or exc}")
+                raise typer.Exit(1) from None
     summary = job.summary
     err.print(
         f"{summary.done} done, {summary.skipped} skipped, {summary.failed} failed; "
