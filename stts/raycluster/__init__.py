@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from stts.errors import EngineUnavailable
+from stts.errors import ConfigError, EngineUnavailable
 from stts.install import install_hint
 
 try:
@@ -25,7 +25,10 @@ def connect(address: str) -> None:
     if ray.is_initialized():
         return
     options: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
-    if address == "local":
-        ray.init(include_dashboard=False, **options)
-    else:
-        ray.init(address=address, **options)
+    try:
+        if address == "local":
+            ray.init(include_dashboard=False, **options)
+        else:
+            ray.init(address=address, **options)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ConfigError(f"cannot join the Ray cluster at {address!r}: {exc}") from None
