@@ -99,40 +99,74 @@ def stts_batch(
         shutil.rmtree(out, ignore_errors=True)
 
 
-class ActorMemory:
-    """The peak RSS (VmHWM) of every Ray Data actor process, sampled while they live."""
+class Processes:
+    """CPU time of every process in this PID namespace (the bench's own, Ray's daemons,
+    its actors) while one configuration runs, and the peak RSS (VmHWM) of the Ray Data
+    actors it started; sampled every 0.3 s (a process that exits between two samples
+    loses its last 0.3 s of CPU at most)."""
+
+    _TICK = os.sysconf("SC_CLK_TCK")
 
     def __init__(self) -> None:
-        self.peaks: dict[int, float] = {}
+        self.before = self._cpu_all()
+        self.cpu: dict[int, float] = {}
+        self.actor_peaks: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    @classmethod
+    def _cpu(cls, pid: str) -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / cls._TICK  # utime + stime
+
+    @classmethod
+    def _cpu_all(cls) -> dict[int, float]:
+        seen = {}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                seen[int(pid)] = cls._cpu(pid)
+            except (OSError, IndexError):
+                continue
+        return seen
+
+    def _sample(self) -> None:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                self.cpu[int(pid)] = self._cpu(pid)
+                if int(pid) in self.before:
+                    continue
+                if b"MapWorker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    continue
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        mb = int(line.split()[1]) / 1024
+                        self.actor_peaks[int(pid)] = max(self.actor_peaks.get(int(pid), 0.0), mb)
+            except (OSError, IndexError):
+                continue
+
     def _run(self) -> None:
         while not self._stop.wait(0.3):
-            for pid in filter(str.isdigit, os.listdir("/proc")):
-                try:
-                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-                    if b"MapWorker" not in cmdline:
-                        continue
-                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                        if line.startswith("VmHWM:"):
-                            mb = int(line.split()[1]) / 1024
-                            self.peaks[int(pid)] = max(self.peaks.get(int(pid), 0.0), mb)
-                except OSError:
-                    continue
+            self._sample()
 
-    def __enter__(self) -> ActorMemory:
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU seconds all processes spent since the start."""
+        return sum(cpu - self.before.get(pid, 0.0) for pid, cpu in self.cpu.items())
+
+    def __enter__(self) -> Processes:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._sample()
 
 
 def measure(target: Any, *args: Any) -> dict[str, Any]:
-    queue: mp.Queue = mp.Queue()  # type: ignore[type-arg]
-    proc = mp.get_context("spawn").Process(target=target, args=(*args, queue))
+    context = mp.get_context("spawn")  # a fresh interpreter: its peak RSS is its own
+    queue = context.Queue()
+    proc = context.Process(target=target, args=(*args, queue))
     proc.start()
     result: dict[str, Any] = queue.get(timeout=3600)
     proc.join()
@@ -162,6 +196,7 @@ def start_cluster() -> tuple[str, str]:
 
 def run(count: int) -> None:
     files = [str(p) for p in _files(count)]
+    load_at_start = os.getloadavg()[0]
     address, temp_dir = start_cluster()
     rows: list[dict[str, Any]] = []
     try:
@@ -175,14 +210,12 @@ def run(count: int) -> None:
         ]
         for name, cores, target, args in configs:
             print(f"running: {name} ({cores} cores)", flush=True)
-            with ActorMemory() as actors:
+            with Processes() as processes:
                 result = measure(target, *args)
-            result |= {
-                "name": name,
-                "cores": cores,
-                "actor_rss": max(actors.peaks.values(), default=None),
-            }
+            result |= {"name": name, "cores": cores, "cpu_s": processes.cpu_seconds}
+            result["actor_rss"] = max(processes.actor_peaks.values(), default=None)
             result["rate"] = result["audio"] / result["wall"]
+            result["cpu_per_audio_s"] = result["cpu_s"] / result["audio"]
             rows.append(result)
             print(json.dumps(result), flush=True)
     finally:
@@ -200,26 +233,35 @@ def run(count: int) -> None:
     table = []
     for row in rows:
         base = baseline(row)
-        overhead = f"{(base['rate'] / row['rate'] - 1) * 100:+.1f} %" if base else ""
+        wall_overhead = f"{(base['rate'] / row['rate'] - 1) * 100:+.1f} %" if base else ""
+        cpu_overhead = (
+            f"{(row['cpu_per_audio_s'] / base['cpu_per_audio_s'] - 1) * 100:+.1f} %" if base else ""
+        )
         table.append(
             [
                 row["name"],
                 row["cores"],
-                round(row["audio"], 1),
                 round(row["wall"], 1),
                 round(row["rate"], 2),
                 round(row["first_result"], 1) if "first_result" in row else "",
-                overhead,
+                round(row["cpu_per_audio_s"], 2),
+                wall_overhead,
+                cpu_overhead,
                 round(row["driver_rss"]),
                 round(row["actor_rss"]) if row["actor_rss"] else "",
             ]
         )
-    headers = ["configuration", "cores", "audio s", "wall s", "audio s/s", "first result s"]
-    headers += ["Ray overhead vs local", "driver peak RSS MB", "actor peak RSS MB"]
+    headers = ["configuration", "cores", "wall s", "audio s/s", "first result s"]
+    headers += ["CPU s per audio s (all processes)", "Ray vs local: wall", "Ray vs local: CPU"]
+    headers += ["driver peak RSS MB", "actor peak RSS MB"]
     text = (
         f"{len(files)} files, {rows[0]['audio']:.1f} s of English audio, Whisper base int8, "
         f"beam 5, language en; {machine()}. Wall time from start to the last result, the "
-        "model load (and for Ray the actors' start) included.\n\n"
+        "model load (and for Ray the actors' start) included. CPU: user + system time of "
+        "every process of the run's PID namespace (the bench, Ray's daemons, the actors). "
+        "Ray vs local: the slowdown (wall) and the extra CPU against stts batch local at the "
+        f"same cores. Load average of the (shared) machine: {load_at_start:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end.\n\n"
     )
     text += markdown_table(headers, table) + "\n"
     RESULTS.mkdir(exist_ok=True)
