@@ -32,11 +32,14 @@ export class Microphone {
     this.flushed = false;
     this.active = true;
     this.hooks.status("Opening the microphone…");
+    this.open(model, language); // connects while the microphone starts
     try {
       this.media = await navigator.mediaDevices.getUserMedia({
         audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true },
       });
-      this.context = new AudioContext();
+      // Nothing is played back: no output device is opened (one that is missing or
+      // slow to open would hold up the recording).
+      this.context = new AudioContext({ sinkId: { type: "none" } });
       await this.context.audioWorklet.addModule("/web/assets/mic-worklet.js");
       const source = this.context.createMediaStreamSource(this.media);
       this.node = new AudioWorkletNode(this.context, "pcm16-writer", {
@@ -48,9 +51,7 @@ export class Microphone {
       source.connect(this.node);
     } catch (err) {
       this.fail(new Error(`the microphone could not be used (${err.message})`));
-      return;
     }
-    this.open(model, language);
   }
 
   open(model, language) {
@@ -62,7 +63,6 @@ export class Microphone {
     if (apiKey()) protocols.push(`openai-insecure-api-key.${apiKey()}`);
     const ws = new WebSocket(`${scheme}//${location.host}/v1/realtime?${query}`, protocols);
     this.ws = ws;
-    this.hooks.status("Connecting…");
     ws.onmessage = (message) => this.onEvent(JSON.parse(message.data));
     ws.onclose = (event) => {
       if (!this.active) return;
@@ -158,6 +158,7 @@ export class Microphone {
         item.final.textContent = event.transcript;
         item.tentative.textContent = "";
         item.done = true;
+        if (!this.stopping) this.hooks.status("Listening… speak now.");
         break;
       }
       case "conversation.item.input_audio_transcription.failed":
