@@ -292,6 +292,12 @@ def server_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn
         "server_header": False,
         # The realtime WebSocket takes appends of up to 15 MiB of audio (OpenAI's limit).
         "ws_max_size": realtime.MAX_MESSAGE_BYTES,
+        # The protocol stack the hostile-client tests were run against, whatever else is
+        # installed: uvicorn takes uvloop and httptools when present (ray[serve] brings
+        # them), and their parsers answer malformed requests differently.
+        "loop": "asyncio",
+        "http": "h11",
+        "ws": "websockets",
     }
     options.update(overrides)
     return uvicorn.Config(app, **options)
