@@ -100,7 +100,9 @@ class WhisperSettings(EngineSettings):
         None, gt=0, description="skip silences this long (s) around a suspect segment"
     )
     condition_on_previous_text: bool = Field(
-        True, description="prompt each 30 s window with the text before it"
+        False,
+        description="prompt each 30 s window with the text before it (on: one window's "
+        "mistake or loop carries into the next)",
     )
     batch_size: int = Field(
         1, ge=1, le=64, description="windows decoded together across requests; 1 = no batching"
