@@ -285,3 +285,52 @@ def test_microphone_shows_tentative_then_committed_words(page: Any, shots: Path)
     assert first_tentative < kinds.index(COMPLETED)
     session = next(e for e in events if e["type"] == "session.updated")["session"]
     assert session["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+
+
+def finished_transcriptions(live: LiveServer) -> float:
+    """Transcriptions that ran to the end, on any engine (from /metrics)."""
+    text = httpx.get(f"{live.url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("stts_transcriptions_total{")
+    )
+
+
+def whisper_in_flight(live: LiveServer) -> int:
+    report = httpx.get(
+        f"{live.url}/api/v1/engines", headers={"Authorization": f"Bearer {KEY}"}
+    ).json()
+    return int(report["details"]["whisper"]["in_flight"])
+
+
+def test_cancel_closes_the_request_and_the_engine_stops(
+    page: Any, live: LiveServer, tmp_path: Path
+) -> None:
+    # About 70 s of speech: Whisper is still at work when the first segment shows.
+    audio = decode_audio(corpus_file(JFK).read_bytes()).samples
+    once = np.concatenate([audio, np.zeros(16000, dtype=audio.dtype)])
+    path = tmp_path / "jfk-six-times.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes((np.clip(np.tile(once, 6), -1, 1) * 32767).astype("<i2").tobytes())
+    signed_in(page)
+    before = finished_transcriptions(live)
+    page.set_input_files("#file", str(path))
+    page.select_option("#model", "whisper-1")
+    page.click("#start")
+    page.wait_for_selector("#segments li")  # the stream has begun
+    page.click("#cancel")
+    page.wait_for_function("() => document.getElementById('status').textContent === 'Cancelled.'")
+    assert page.is_hidden("#error")
+    # The engine's place comes back when its job ends, and it ended without a transcript:
+    # stopped because the request closed, not run to the end of the file.
+    deadline = WAIT_MS / 1000
+    waited = 0.0
+    while whisper_in_flight(live) and waited < deadline:
+        page.wait_for_timeout(250)
+        waited += 0.25
+    assert whisper_in_flight(live) == 0
+    assert finished_transcriptions(live) == before
