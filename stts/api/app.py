@@ -297,7 +297,7 @@ def server_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn
         # them), and their parsers answer malformed requests differently.
         "loop": "asyncio",
         "http": "h11",
-        "ws": "websockets",
+        "ws": "websockets-sansio",  # what "auto" chose; "websockets" is the legacy one
     }
     options.update(overrides)
     return uvicorn.Config(app, **options)
