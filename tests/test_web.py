@@ -1,5 +1,6 @@
 """The web page in a real browser: Debian's Chromium, driven by Playwright, against a real
-server on 127.0.0.1 with API keys on (so every test also goes through the key prompt).
+server on 127.0.0.1 with API keys on (so every test also goes through the key prompt);
+and its routes over plain HTTP (these run without a browser too).
 
 One server and one browser for the module. The microphone is Chromium's fake capture
 device playing a corpus file (``--use-file-for-fake-audio-capture``). Screenshots of each
@@ -28,17 +29,7 @@ from stts.service import EngineManager
 from tests.conftest import LiveServer, corpus_file
 
 CHROMIUM = Path(os.environ.get("STTS_CHROMIUM", "/usr/bin/chromium"))
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not CHROMIUM.is_file(),
-        reason=f"no Chromium at {CHROMIUM}: run tools/install-browser.sh",
-    ),
-    pytest.mark.skipif(
-        importlib.util.find_spec("playwright") is None,
-        reason="playwright is not installed (pip install -e '.[dev]')",
-    ),
-]
+pytestmark = pytest.mark.slow
 
 JFK = "openai-whisper__jfk.flac"
 GO_FORWARD = "pocketsphinx__goforward.raw"  # "go forward ten meters"
@@ -100,6 +91,10 @@ def mic_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser(mic_wav: Path) -> Iterator[Any]:
+    if not CHROMIUM.is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM}: run tools/install-browser.sh")
+    if importlib.util.find_spec("playwright") is None:
+        pytest.skip("playwright is not installed (pip install -e '.[dev]')")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -334,3 +329,76 @@ def test_cancel_closes_the_request_and_the_engine_stops(
         waited += 0.25
     assert whisper_in_flight(live) == 0
     assert finished_transcriptions(live) == before
+
+
+# -- the routes, without a browser --------------------------------------------------------
+
+
+def test_page_and_assets_load_without_a_key_and_nothing_else_does(live: LiveServer) -> None:
+    page = httpx.get(f"{live.url}/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "connect-src 'self'" in policy
+    total = len(page.content)
+    for name in re.findall(r'(?:src|href)="/web/assets/([^"]+)"', page.text) + [
+        "api.js",
+        "mic.js",
+        "mic-worklet.js",
+    ]:
+        asset = httpx.get(f"{live.url}/web/assets/{name}")
+        assert asset.status_code == 200, name
+        total += len(asset.content)
+    assert total < 100_000  # the page and its assets, as the issue asks
+    # Only the page's own files are open: not a neighbour, not an API route.
+    assert httpx.get(f"{live.url}/web/assets/router.py").status_code == 404
+    assert httpx.get(f"{live.url}/web/assets/..%2Frouter.py").status_code == 404
+    assert httpx.get(f"{live.url}/v1/models").status_code == 401
+    render = httpx.post(f"{live.url}/web/render", json={"format": "srt", "transcript": {}})
+    assert render.status_code == 401
+
+
+def test_render_is_the_apis_own_rendering_and_refuses_bad_input(live: LiveServer) -> None:
+    auth = {"Authorization": f"Bearer {KEY}"}
+    audio = corpus_file("atrok-speechtext__export_1.wav").read_bytes()
+    verbose = httpx.post(
+        f"{live.url}/v1/audio/transcriptions",
+        headers=auth,
+        data={"model": "pocketsphinx", "response_format": "verbose_json"},
+        files={"file": ("a.wav", audio)},
+        timeout=WAIT_MS / 1000,
+    ).json()
+    for fmt in ("text", "srt", "vtt"):
+        direct = httpx.post(
+            f"{live.url}/v1/audio/transcriptions",
+            headers=auth,
+            data={"model": "pocketsphinx", "response_format": fmt},
+            files={"file": ("a.wav", audio)},
+            timeout=WAIT_MS / 1000,
+        )
+        rendered = httpx.post(
+            f"{live.url}/web/render", headers=auth, json={"format": fmt, "transcript": verbose}
+        )
+        assert rendered.status_code == 200
+        assert rendered.text == direct.text
+        assert rendered.headers["content-type"] == direct.headers["content-type"]
+    for body in (
+        {"format": "docx", "transcript": verbose},
+        {"format": "srt"},
+        {"format": "srt", "transcript": {"text": "x", "segments": [{"start": -1, "end": 1}]}},
+        {"format": "srt", "transcript": verbose, "extra": 1},
+    ):
+        bad = httpx.post(f"{live.url}/web/render", headers=auth, json=body)
+        assert bad.status_code == 400, body
+        assert bad.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_web_ui_off_serves_no_page(settings: Settings) -> None:
+    from fastapi.testclient import TestClient
+
+    from stts.api.app import create_app
+
+    conf = Settings(cache_dir=settings.cache_dir, preload=False, web_ui=False)
+    with TestClient(create_app(conf)) as client:
+        assert client.get("/").status_code == 404
+        assert client.get("/web/assets/app.js").status_code == 404
+        assert client.post("/web/render", json={}).status_code == 404
