@@ -65,6 +65,14 @@ CORPUS_ITEMS = load_corpus()
 requires_corpus = pytest.mark.skipif(not CORPUS_ITEMS, reason=f"corpus not found at {CORPUS}")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """In CI a missing corpus fails the run: it would turn most of the suite into skips."""
+    if os.environ.get("CI") == "true" and not CORPUS_ITEMS:
+        raise pytest.UsageError(
+            f"CI=true and no corpus at {CORPUS} (set STTS_CORPUS or check out shared/)"
+        )
+
+
 def corpus_file(name: str) -> Path:
     """Path of one corpus file by its manifest name."""
     for item in CORPUS_ITEMS:
