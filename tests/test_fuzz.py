@@ -127,6 +127,7 @@ def fuzz_server(settings: Settings) -> Iterator[LiveServer]:
         yield live
 
 
+@pytest.mark.slow  # a real PocketSphinx server
 def test_no_generated_request_makes_the_server_fail(fuzz_server: LiveServer) -> None:
     """Every operation in /openapi.json, fed schema-valid and invalid data by schemathesis."""
     schema = schemathesis.openapi.from_url(f"{fuzz_server.url}/openapi.json")

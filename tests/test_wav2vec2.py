@@ -30,7 +30,7 @@ from tests.conftest import LiveServer, corpus_file, requires_corpus
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-pytestmark = [requires_corpus]
+pytestmark = [pytest.mark.slow, requires_corpus]  # real models
 
 FILES = [
     "openai-whisper__jfk.flac",

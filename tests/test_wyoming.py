@@ -41,7 +41,7 @@ from wyoming.error import Error
 from wyoming.event import Event
 from wyoming.info import Describe, Info
 
-pytestmark = [requires_corpus]
+pytestmark = [pytest.mark.slow, requires_corpus]  # real models
 
 STEREO_44K = "deepspeech__LDC93S1_pcms16le_2_44100.wav"
 JFK = "openai-whisper__jfk.flac"
@@ -544,7 +544,6 @@ def test_read_event_tells_a_peer_that_left_from_one_that_broke_the_protocol(
     assert asyncio.run(read()) == outcome
 
 
-@pytest.mark.slow
 def test_python_allocations_do_not_grow_per_utterance(cache_dir: Path) -> None:
     """tracemalloc over the whole Wyoming path (connection, events, decoding, service) for
     200 utterances, each on its own connection as Home Assistant does, bad ones included."""
