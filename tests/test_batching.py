@@ -106,7 +106,11 @@ def test_short_request_finishes_while_a_long_one_is_running(cache_dir: Path) -> 
         wav = _wav_bytes(long_audio)
         long_thread = threading.Thread(target=post, args=("long", wav, "long.wav"))
         long_thread.start()
-        time.sleep(1.0)
+        engines = f"{live.url}/api/v1/engines"
+        deadline = time.monotonic() + 120
+        while httpx.get(engines).json()["details"]["whisper"]["in_flight"] < 1:
+            assert time.monotonic() < deadline, "the long request never started"
+            time.sleep(0.05)
         post("short", short, "short.wav")
         long_thread.join(300)
     assert finished["short"] < finished["long"]

@@ -321,7 +321,8 @@ def test_full_queue_gets_an_overloaded_error_and_the_running_one_its_transcript(
         )
 
     async def second() -> Event:
-        await asyncio.sleep(0.5)  # the first is running by now
+        while SlowEngine.active < 1:  # until the first is running
+            await asyncio.sleep(0.01)
         client = AsyncTcpClient("127.0.0.1", port)
         await client.connect()
         try:
@@ -494,11 +495,14 @@ def test_graceful_stop_answers_utterances_under_way_and_closes_idle_ones(
             await sent.write_event(event)
         for event in [Transcribe().event(), *one_second[:-1]]:  # all but audio-stop
             await sending.write_event(event)
-        await asyncio.sleep(0.3)
+        sessions = server.app.state.wyoming._sessions
+        while SlowEngine.active < 1 or len(sessions) < 3:  # one running, all connected
+            await asyncio.sleep(0.01)
         started = time.monotonic()
         stopper = threading.Thread(target=server.__exit__, args=(None, None, None))
         stopper.start()
-        await asyncio.sleep(0.5)
+        while not server.app.state.stop.draining:
+            await asyncio.sleep(0.01)
         await sending.write_event(one_second[-1])  # audio-stop, after the stop began
         answers = [await asyncio.wait_for(c.read_event(), 20) for c in clients]
         idle = await asyncio.wait_for(idle_reader.read(), 20)
