@@ -86,6 +86,25 @@ def raw_whisper(path: Path | None = None) -> Any:
     )
 
 
+def raw_transcribe(model: Any, path: Path) -> tuple[str, float]:
+    """One file through raw faster-whisper as the server is set up (beam 5, language en):
+    the text and the audio's duration."""
+    segments, info = model.transcribe(str(path), language="en", beam_size=5)
+    return " ".join(s.text.strip() for s in segments), info.duration
+
+
+def raw_pass(model: Any, items: list[Item]) -> tuple[float, list[float]]:
+    """The baseline's pass over ``items``, one after another: wall seconds and each
+    file's latency. Warm the model first (:func:`raw_transcribe` once) as the server is."""
+    latencies = []
+    t0 = time.perf_counter()
+    for item in items:
+        started = time.perf_counter()
+        raw_transcribe(model, item.path)
+        latencies.append(time.perf_counter() - started)
+    return time.perf_counter() - t0, latencies
+
+
 def rates(requests: int, audio_s: float, wall: float) -> list[float]:
     """requests/s and audio seconds per second for ``requests`` done in ``wall`` seconds."""
     return [requests / wall, audio_s / wall]

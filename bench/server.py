@@ -26,6 +26,8 @@ from common import (
     post,
     post_timed,
     rates,
+    raw_pass,
+    raw_transcribe,
     raw_whisper,
     start_server,
 )
@@ -37,14 +39,7 @@ def main() -> None:
     items = corpus()
     audio_s = sum(i.duration for i in items)
     model = raw_whisper()
-    list(model.transcribe(str(items[0].path), language="en")[0])  # warm-up
-
-    def raw_pass() -> float:
-        t0 = time.perf_counter()
-        for item in items:
-            segments, _ = model.transcribe(str(item.path), language="en", beam_size=5)
-            list(segments)
-        return time.perf_counter() - t0
+    raw_transcribe(model, items[0].path)  # warm-up
 
     port = free_port()
     # The model stays loaded here while the server runs: both sides alternate passes,
@@ -59,7 +54,7 @@ def main() -> None:
         with httpx.Client() as client:
             post(client, url, items[0].path)  # warm-up
             for _ in range(REPEATS):
-                raw_walls.append(raw_pass())
+                raw_walls.append(raw_pass(model, items)[0])
                 t0 = time.perf_counter()
                 timed = [post_timed(client, url, i.path) for i in items]
                 http_walls.append(time.perf_counter() - t0)
