@@ -215,6 +215,11 @@ def test_upload_shows_the_transcript_downloads_srt_and_seeks(
     assert position == pytest.approx(second, abs=0.05)
     assert page.evaluate("document.getElementById('player').src").startswith("blob:")
 
+    # At phone width everything fits: nothing scrolls sideways.
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(shots / "web-phone.png"), full_page=True)
+
 
 def test_a_text_file_shows_the_415_message(page: Any, tmp_path: Path, shots: Path) -> None:
     signed_in(page)
