@@ -689,9 +689,7 @@ app.add_typer(jobs_app)
 
 UrlOpt = Annotated[
     str,
-    typer.Option(
-        "--url", "--server", envvar="STTS_URL", help="the server", show_default=True
-    ),
+    typer.Option("--url", "--server", envvar="STTS_URL", help="the server", show_default=True),
 ]
 KeyOpt = Annotated[
     str | None,
