@@ -286,16 +286,20 @@ class Settings(BaseSettings):
         description="engines tried in order when the chosen one fails on good audio",
     )
     preload: bool = Field(True, description="load the default engine at start-up")
-    timeout_base_s: float = Field(30.0, gt=0, description="fixed part of a request's deadline")
+    timeout_base_s: float = Field(
+        30.0, gt=0, description="fixed part of the engine's deadline, counted from its start"
+    )
     timeout_per_audio_s: float = Field(
-        4.0, ge=0, description="deadline seconds added per second of audio"
+        4.0, ge=0, description="engine deadline seconds added per second of audio"
+    )
+    queue_timeout_s: float = Field(
+        300.0, gt=0, description="longest a request waits for a free worker (then 503)"
     )
     shutdown_grace_s: float = Field(30.0, ge=0, description="drain deadline on SIGTERM")
     decode_timeout_s: float = Field(
         120.0,
         gt=0,
-        description="longest time decoding one upload may take (an hour of Opus: ~10-30 s); "
-        "it counts against the request's deadline",
+        description="longest time decoding one upload may take (an hour of Opus: ~10-30 s)",
     )
     body_timeout_s: float = Field(
         30.0,

@@ -39,6 +39,7 @@ from stts.engines.registry import engine_names, get_engine_class
 from stts.errors import (
     EngineError,
     InvalidRequest,
+    Overloaded,
     SttsError,
     TranscriptionFailed,
     TranscriptionTimeout,
@@ -52,6 +53,7 @@ from stts.slots import (
     Reservation,
     SlotKey,
     SlotStats,
+    job_clock,
     shutting_down,
 )
 from stts.transcript import Segment, Transcript, fit_times
@@ -236,26 +238,71 @@ class EngineManager:
                 self._abort_waiters.discard(entry)
 
     async def await_job(self, future: Future[T], cancel: CancelToken, timeout: float) -> T:
-        """Wait for one engine job without blocking the loop; the job is stopped when the
-        deadline passes (TranscriptionTimeout), the caller goes away (CancelledError) or
-        the graceful stop runs out of time (ShuttingDown)."""
+        """Wait for one engine job without blocking the loop.
+
+        The deadlines count what the request itself costs: the job may wait for a worker
+        ``queue_timeout_s`` (Overloaded, 503, after that: it never runs); the model's load
+        is not counted; the engine's work has ``timeout`` seconds from its start
+        (TranscriptionTimeout, 504). The job is also stopped when the caller goes away
+        (CancelledError) or the graceful stop runs out of time (ShuttingDown).
+        """
         wrapped = asyncio.wrap_future(future)
         with self._abort_waiter() as aborted:
-            waiting: set[asyncio.Future[Any]] = {wrapped, aborted}
-            try:
-                done, _ = await asyncio.wait(
-                    waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-            except asyncio.CancelledError:  # the client went away
+            for phase, point, limit in self._phases(future, timeout):
+                waiting: set[asyncio.Future[Any]] = {wrapped, aborted}
+                if point is not None:
+                    waiting.add(asyncio.wrap_future(point))
+                try:
+                    done, _ = await asyncio.wait(
+                        waiting, timeout=limit, return_when=asyncio.FIRST_COMPLETED
+                    )
+                except asyncio.CancelledError:  # the client went away
+                    self._give_up(future, cancel)
+                    raise
+                if wrapped in done:
+                    return wrapped.result()
+                if aborted in done:
+                    self._give_up(future, cancel)
+                    raise shutting_down("the server is shutting down; the request was stopped")
+                if not done:
+                    self._give_up(future, cancel)
+                    raise self._late(phase, limit)
+        raise AssertionError("unreachable: the last phase ends with the job or a limit")
+
+    def wait_job(self, future: Future[T], cancel: CancelToken, timeout: float) -> T:
+        """Blocking :meth:`await_job` (CLI and library), with the same deadlines."""
+        for phase, point, limit in self._phases(future, timeout):
+            waiting: list[Future[Any]] = [future] if point is None else [future, point]
+            concurrent.futures.wait(waiting, timeout=limit, return_when="FIRST_COMPLETED")
+            if future.done():
+                return future.result()
+            if point is None or not point.done():
                 self._give_up(future, cancel)
-                raise
-        if wrapped in done:
-            return wrapped.result()
-        self._give_up(future, cancel)
-        wrapped.cancel()
-        if aborted in done:
-            raise shutting_down("the server is shutting down; the request was stopped")
-        raise _timed_out(timeout)
+                raise self._late(phase, limit)
+        raise AssertionError("unreachable: the last phase ends with the job or a limit")
+
+    def _phases(
+        self, future: Future[Any], timeout: float
+    ) -> list[tuple[str, Future[None] | None, float | None]]:
+        """What a job is waited for in turn: a worker, the model, then its work."""
+        clock = job_clock(future)
+        work: tuple[str, Future[None] | None, float | None] = ("work", None, timeout)
+        if clock is None:
+            return [work]
+        return [
+            ("queue", clock.picked, self.settings.queue_timeout_s),
+            ("load", clock.started, None),
+            work,
+        ]
+
+    @staticmethod
+    def _late(phase: str, limit: float | None) -> SttsError:
+        if phase == "queue":
+            return Overloaded(
+                f"no worker was free within {limit:g} s (queue_timeout_s); retry later",
+                retry_after=SHUTDOWN_RETRY_AFTER_S,
+            )
+        return _timed_out(limit or 0.0)
 
     def probe(self, name: str) -> Availability:
         """Installed / model found, without loading (cheap)."""
@@ -478,20 +525,18 @@ class EngineManager:
         cancel: CancelToken | None = None,
         reservation: Reservation | None = None,
         on_engine: Callable[[SlotKey], None] | None = None,
-        spent_s: float = 0.0,
     ) -> Transcript:
         """Transcribe on a worker thread without blocking the event loop; falls back on failure.
 
         ``reservation`` is the place taken before decoding (else one is taken now);
-        ``on_engine`` hears which engine each attempt goes to; ``spent_s`` is the part of
-        the request's deadline already used (decoding).
+        ``on_engine`` hears which engine each attempt goes to.
         """
         samples = self._samples(audio)
         cancel = cancel or CancelToken()
         key = reservation.key if reservation is not None else self.resolve(engine, model)
         if reservation is None and self._draining:
             raise shutting_down()
-        timeout = max(0.001, self.deadline(len(samples) / SAMPLE_RATE) - spent_s)
+        timeout = self.deadline(len(samples) / SAMPLE_RATE)
         run = self._attempts(
             samples,
             key,
@@ -531,10 +576,7 @@ class EngineManager:
         step = self._advance(run)
         while isinstance(step, Future):
             try:
-                result = step.result(timeout)
-            except concurrent.futures.TimeoutError as exc:
-                self._give_up(step, cancel)
-                raise _timed_out(timeout) from exc
+                result = self.wait_job(step, cancel, timeout)
             except EngineError as exc:
                 step = self._advance(run, error=exc)
                 continue
@@ -607,11 +649,7 @@ class EngineManager:
     ) -> LanguageGuess:
         """Blocking variant of :meth:`detect_language_async` for the CLI and library."""
         future, key, cancel, timeout = self._language_job(audio, engine, model)
-        try:
-            ranked = future.result(timeout)
-        except concurrent.futures.TimeoutError as exc:
-            self._give_up(future, cancel)
-            raise _timed_out(timeout) from exc
+        ranked = self.wait_job(future, cancel, timeout)
         return self._guess(ranked, key, top)
 
     def _start_reaper(self) -> None:

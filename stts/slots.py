@@ -17,6 +17,7 @@ while still queued never runs.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import contextvars
 import gc
 import logging
@@ -54,6 +55,26 @@ logger = logging.getLogger(__name__)
 SlotKey = tuple[str, str]
 """(engine name, model name)."""
 T = TypeVar("T")
+
+
+class JobClock:
+    """When a job's worker took it and when its engine work began (after any model load):
+    the points its deadlines are counted from (:meth:`EngineManager.await_job`)."""
+
+    def __init__(self) -> None:
+        self.picked: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.started: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+
+def job_clock(future: concurrent.futures.Future[T]) -> JobClock | None:
+    """The clock of a job submitted to a slot (None for any other future)."""
+    clock = getattr(future, "stts_clock", None)
+    return clock if isinstance(clock, JobClock) else None
+
+
+def _mark(point: concurrent.futures.Future[None]) -> None:
+    with contextlib.suppress(concurrent.futures.InvalidStateError):  # marked already
+        point.set_result(None)
 
 
 SHUTDOWN_RETRY_AFTER_S = 5
@@ -276,14 +297,16 @@ class EngineSlot:
         self, job: Callable[[Engine], T], cancel: CancelToken, done: Callable[[float], None]
     ) -> concurrent.futures.Future[T]:
         timing = [0.0]
+        clock = JobClock()
         # The worker runs in a copy of the caller's context: its log lines carry the
         # request id, and its engine time lands in the request's Server-Timing.
         context = contextvars.copy_context()
         try:
-            future = self._executor.submit(context.run, self._run, job, cancel, timing)
+            future = self._executor.submit(context.run, self._run, job, cancel, timing, clock)
         except RuntimeError as exc:  # executor shut down
             done(0.0)
             raise shutting_down() from exc
+        future.stts_clock = clock  # type: ignore[attr-defined]
         # Released when the job really ends, including a job cancelled while still queued.
         future.add_done_callback(lambda _f: done(timing[0]))
         return future
@@ -317,12 +340,16 @@ class EngineSlot:
             if elapsed > 0:
                 self._avg_job_s = 0.8 * self._avg_job_s + 0.2 * elapsed
 
-    def _run(self, job: Callable[[Engine], T], cancel: CancelToken, timing: list[float]) -> T:
+    def _run(
+        self, job: Callable[[Engine], T], cancel: CancelToken, timing: list[float], clock: JobClock
+    ) -> T:
         started = time.perf_counter()
+        _mark(clock.picked)
         try:
             if cancel.cancelled:
                 raise Cancelled("the request was cancelled")
             self.ensure_loaded()
+            _mark(clock.started)
             if self._shared is not None:  # thread-safe engine: every worker uses it at once
                 return job(self._shared)
             instance = self._instances.get()  # one instance per worker: check one out

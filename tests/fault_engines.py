@@ -130,6 +130,17 @@ class SlowEngine(FaultEngine):
                 cls.active -= 1
 
 
+class SlowLoadEngine(SlowEngine):
+    """A SlowEngine whose model takes ``load_delay`` seconds to load (a big model, a cold
+    disk)."""
+
+    name = "fault-slow-load"
+    load_delay: ClassVar[float] = 1.0
+
+    def load(self) -> None:
+        time.sleep(type(self).load_delay)
+
+
 class FailsMidStreamEngine(FaultEngine):
     """Hands out one segment, then raises (an engine that breaks part-way)."""
 

@@ -7,6 +7,7 @@ import asyncio
 import concurrent.futures
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -24,19 +25,25 @@ from stts.errors import (
 )
 from stts.metrics import Metrics
 from stts.service import EngineManager
-from tests.fault_engines import TONE_SECOND, AlwaysFailsEngine, LoadFailsEngine, SlowEngine
+from tests.fault_engines import (
+    TONE_SECOND,
+    AlwaysFailsEngine,
+    LoadFailsEngine,
+    SlowEngine,
+    SlowLoadEngine,
+)
 
 ONE_SECOND = TONE_SECOND
 
 
 @pytest.fixture(autouse=True)
 def fault_engines() -> Iterator[None]:
-    for cls in (AlwaysFailsEngine, LoadFailsEngine, SlowEngine):
+    for cls in (AlwaysFailsEngine, LoadFailsEngine, SlowEngine, SlowLoadEngine):
         register_engine(cls.name, cls)
     SlowEngine.delay, SlowEngine.active, SlowEngine.peak = 1.0, 0, 0
     SlowEngine.finished = SlowEngine.cancelled = 0
     yield
-    for cls in (AlwaysFailsEngine, LoadFailsEngine, SlowEngine):
+    for cls in (AlwaysFailsEngine, LoadFailsEngine, SlowEngine, SlowLoadEngine):
         unregister_engine(cls.name)
 
 
@@ -161,6 +168,55 @@ def test_timeout_returns_504_and_the_worker_is_accounted_for(tmp_path) -> None: 
         time.sleep(0.01)
     assert slot.in_flight == 0
     assert SlowEngine.cancelled == 1 and SlowEngine.finished == 0
+    mgr.close()
+
+
+def test_the_deadline_counts_the_engines_work_not_the_model_load_or_the_queue(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A 1 s budget: a first request that waits 2 s for the model to load, and requests
+    queued behind others for 2-3 s, all finish, because each one's own work is short
+    (issue 17: a short request behind a lazy load or a queue used to get a 504)."""
+    SlowEngine.delay, SlowLoadEngine.load_delay = 0.5, 2.0
+    mgr = _manager(
+        tmp_path,
+        engines=["fault-slow-load"],
+        default_engine="fault-slow-load",
+        preload=False,
+        timeout_base_s=1.0,
+        timeout_per_audio_s=0.0,
+        plugins={"fault-slow-load": {"workers": 1, "queue_size": 8}},
+    )
+
+    async def five_at_once() -> list[str]:
+        jobs = [mgr.transcribe_async(ONE_SECOND) for _ in range(5)]
+        return [t.text for t in await asyncio.gather(*jobs)]
+
+    assert asyncio.run(five_at_once()) == ["slow result"] * 5
+    assert mgr.transcribe(ONE_SECOND).text == "slow result"  # the blocking path too
+    mgr.close()
+
+
+def test_a_request_that_waits_too_long_for_a_worker_is_refused_and_never_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    SlowEngine.delay = 3.0
+    mgr = _manager(
+        tmp_path,
+        queue_timeout_s=0.5,
+        plugins={"fault-slow": {"workers": 1, "queue_size": 4}},
+    )
+
+    async def two() -> list[Any]:
+        first = asyncio.ensure_future(mgr.transcribe_async(ONE_SECOND))
+        slot = mgr.slot(("fault-slow", "fake"))
+        while SlowEngine.active < 1:  # the first one holds the only worker
+            await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(mgr.transcribe_async(ONE_SECOND))
+        results = await asyncio.gather(first, second, return_exceptions=True)
+        assert slot.in_flight == 0
+        return results
+
+    first, second = asyncio.run(two())
+    assert first.text == "slow result"
+    assert isinstance(second, Overloaded) and "queue_timeout_s" in second.message
+    assert SlowEngine.finished == 1  # the refused one never ran
     mgr.close()
 
 

@@ -90,8 +90,8 @@ class Admitted:
     Overloaded / ShuttingDown) when the engine has no room, before anything is decoded;
     then ``await work.decode(...)`` and ``await work.run(...)`` or ``work.stream(...)``.
     Decoding is cancelled when the client leaves, the graceful stop runs out of time or
-    ``decode_timeout_s`` passes, and its time counts against the request's deadline; the
-    place is freed when the engine job really ends.
+    ``decode_timeout_s`` passes (the engine's own deadline starts when its work does);
+    the place is freed when the engine job really ends.
     """
 
     def __init__(self, request: Request, manager: EngineManager, key: SlotKey) -> None:
@@ -101,11 +101,9 @@ class Admitted:
         self.cancel = CancelToken()
         self.engine: SlotKey = key
         self._reservation: Reservation | None = None
-        self._started = 0.0
 
     async def __aenter__(self) -> Admitted:
         self._reservation = self.manager.reserve(self.key)
-        self._started = time.perf_counter()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -163,7 +161,6 @@ class Admitted:
                 options=options,
                 cancel=self.cancel,
                 reservation=self.reservation,
-                spent_s=time.perf_counter() - self._started,
             )
         )
         watcher = asyncio.ensure_future(_wait_disconnect(self.request))
@@ -301,7 +298,6 @@ async def _transcription_events(
             cancel=work.cancel,
             reservation=work.reservation,
             on_engine=on_engine,
-            spent_s=time.perf_counter() - work._started,
         )
     )
     job.add_done_callback(lambda _t: segments.put_nowait(None))
