@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 from typing import Any
 
 from stts.languages import language_name
@@ -49,12 +50,28 @@ def _timestamp(seconds: float, decimal: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal}{millis:03d}"
 
 
+# A run of dashes before ">" : the timing arrow of SRT and WebVTT, in any length.
+_ARROW = re.compile(r"--+>")
+
+
+def _cue_text(text: str) -> str:
+    """A segment's text made safe for one SRT/WebVTT cue.
+
+    A blank line ends a cue and a line with ``-->`` reads as a timing line, so text
+    holding either would start cues of its own: lines are stripped and blank ones
+    dropped (any line break, CR included), and every ``-->`` becomes ``->``.
+    """
+    lines = (line.strip() for line in text.splitlines())
+    return _ARROW.sub("->", "\n".join(line for line in lines if line))
+
+
 def _cues(transcript: Transcript) -> list[tuple[float, float, str]]:
-    """Non-empty segments with monotonic, non-overlapping, non-zero-length times."""
+    """Non-empty segments with monotonic, non-overlapping, non-zero-length times, their
+    text fit for one cue (:func:`_cue_text`)."""
     cues: list[tuple[float, float, str]] = []
     last_end = 0.0
     for seg in transcript.segments:
-        text = seg.text.strip()
+        text = _cue_text(seg.text)
         if not text:
             continue
         start = max(seg.start, last_end)

@@ -90,3 +90,49 @@ def test_empty_transcript_renders_empty_but_valid() -> None:
     assert render(empty, "srt") == ""
     assert render(empty, "vtt") == "WEBVTT\n\n"
     assert json.loads(render(empty, "verbose_json"))["segments"] == []
+
+
+# A caller's (or an engine's) text that would forge cues of its own in SRT or WebVTT: a
+# blank line ends a cue, and a line with "-->" reads as a timing line.
+FORGING = Transcript(
+    text="x",
+    segments=(
+        Segment(0, 0.0, 1.0, "x\n\n2\n00:00:05,000 --> 00:00:06,000\ninjected cue"),
+        Segment(1, 1.0, 2.0, "a\r\n\r\n00:00:05.000 ---> 00:00:06.000\r\nb"),
+        Segment(2, 2.0, 3.0, "left -- > right --> end \n \t \n last"),
+    ),
+    duration=3.0,
+)
+
+
+def _blocks(body: str) -> list[list[str]]:
+    """A subtitle file's cues as a reader sees them: blocks of lines between blank lines."""
+    return [block.splitlines() for block in re.split(r"\n\s*\n", body.strip()) if block]
+
+
+def test_cue_text_cannot_forge_cues_in_srt() -> None:
+    body = render(FORGING, "srt")
+    blocks = _blocks(body)
+    assert [b[0] for b in blocks] == ["1", "2", "3"]
+    assert body.count("-->") == 3  # the three timing lines only
+    assert _cue_times(body, ",") == [
+        ("00:00:00,000", "00:00:01,000"),
+        ("00:00:01,000", "00:00:02,000"),
+        ("00:00:02,000", "00:00:03,000"),
+    ]
+    assert blocks[0][2:] == ["x", "2", "00:00:05,000 -> 00:00:06,000", "injected cue"]
+    assert blocks[1][2:] == ["a", "00:00:05.000 -> 00:00:06.000", "b"]
+    assert blocks[2][2:] == ["left -- > right -> end", "last"]
+    assert "\r" not in body
+
+
+def test_cue_text_cannot_forge_cues_in_vtt() -> None:
+    body = render(FORGING, "vtt")
+    blocks = _blocks(body)
+    assert blocks[0] == ["WEBVTT"]
+    assert len(blocks) == 4  # the header and one block per segment
+    assert body.count("-->") == 3
+    assert len(_cue_times(body, ".")) == 3
+    assert blocks[1][1:] == ["x", "2", "00:00:05,000 -> 00:00:06,000", "injected cue"]
+    assert blocks[2][1:] == ["a", "00:00:05.000 -> 00:00:06.000", "b"]
+    assert "\r" not in body
