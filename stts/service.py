@@ -463,27 +463,14 @@ class EngineManager:
             attempts.append(candidate[0])
             if on_engine is not None:
                 on_engine(candidate)
-            held = reservation if candidate == key else None
-            if self.settings.engine_settings(candidate[0]).speech_gate:
-                future = self.slot(candidate).submit_call(
-                    functools.partial(
-                        _gated_transcribe,
-                        samples=samples,
-                        options=options,
-                        on_segment=counted if on_segment is not None else None,
-                        cancel=cancel,
-                    ),
-                    cancel,
-                    held,
-                )
-            else:
-                future = self.slot(candidate).submit(
-                    samples,
-                    options,
-                    on_segment=counted if on_segment is not None else None,
-                    cancel=cancel,
-                    reservation=held,
-                )
+            future = self.submit_attempt(
+                candidate,
+                samples,
+                options,
+                on_segment=counted if on_segment is not None else None,
+                cancel=cancel,
+                reservation=reservation if candidate == key else None,
+            )
             try:
                 result = yield future
             except EngineError as exc:
@@ -494,6 +481,34 @@ class EngineManager:
                 continue
             return self._observe(self._label(result, candidate, attempts), started)
         raise AssertionError("the fallback chain is never empty")
+
+    def submit_attempt(
+        self,
+        key: SlotKey,
+        samples: AudioArray,
+        options: TranscribeOptions,
+        *,
+        on_segment: SegmentCallback | None,
+        cancel: CancelToken,
+        reservation: Reservation | None = None,
+    ) -> Future[Transcript]:
+        """One engine's attempt, behind its ``speech_gate`` when it has one (no fallback;
+        the silence check is the caller's): the same answer a request gets from it."""
+        if self.settings.engine_settings(key[0]).speech_gate:
+            return self.slot(key).submit_call(
+                functools.partial(
+                    _gated_transcribe,
+                    samples=samples,
+                    options=options,
+                    on_segment=on_segment,
+                    cancel=cancel,
+                ),
+                cancel,
+                reservation,
+            )
+        return self.slot(key).submit(
+            samples, options, on_segment=on_segment, cancel=cancel, reservation=reservation
+        )
 
     @staticmethod
     def _advance(

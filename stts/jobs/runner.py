@@ -286,8 +286,9 @@ class JobRunner:
         reservation = self.manager.reserve(key)
         self._steps[key] += 1
         try:
-            future = slot.submit(
-                chunk, options, on_segment=None, cancel=token, reservation=reservation
+            # The engine's speech gate as for a synchronous request; no fallback engine.
+            future = self.manager.submit_attempt(
+                key, chunk, options, on_segment=None, cancel=token, reservation=reservation
             )
             result = await self.manager.await_job(
                 future, token, self.manager.deadline(len(chunk) / SAMPLE_RATE)
