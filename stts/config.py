@@ -195,6 +195,12 @@ class JobsSettings(BaseModel):
     retention_s: float = Field(
         7 * 86400.0, gt=0, description="finished jobs (and their files) are deleted after this"
     )
+    upload_timeout_s: float = Field(
+        3600.0,
+        gt=0,
+        description="longest one job upload may take in all (408 after it; a body that "
+        "stalls is body_timeout_s's): a 2 GiB upload needs about 4.8 Mbit/s",
+    )
     workers: int = Field(1, ge=1, le=64, description="jobs run at once")
     max_attempts: int = Field(
         3, ge=1, le=100, description="runs a job gets (engine failures, crashes) before it fails"
