@@ -12,7 +12,8 @@ knows about HTTP::
     │   ├── UnknownModel              404 model_not_found
     │   ├── JobNotFound               404 job_not_found        (or another key's job)
     │   ├── JobNotFinished            409 job_not_finished     (its result is not there yet)
-    │   └── CallbackNotAllowed        400 callback_not_allowed (param: callback_url)
+    │   ├── CallbackNotAllowed        400 callback_not_allowed (param: callback_url)
+    │   └── RequestTooLarge           413 request_too_large    (a body that is not audio)
     ├── AudioError                    400 invalid_audio
     │   ├── EmptyAudio                400 empty_audio
     │   ├── CorruptAudio              400 corrupt_audio        (truncated, bad frames)
@@ -135,6 +136,13 @@ class CallbackNotAllowed(InvalidRequest):
 
     code = "callback_not_allowed"
     param = "callback_url"
+
+
+class RequestTooLarge(InvalidRequest):
+    """A request body that is not audio (a transcript to render) is over its byte limit."""
+
+    status_code = 413
+    code = "request_too_large"
 
 
 class AudioError(SttsError):

@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import re
+import socket
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -395,6 +396,73 @@ def test_render_is_the_apis_own_rendering_and_refuses_bad_input(live: LiveServer
         bad = httpx.post(f"{live.url}/web/render", headers=auth, json=body)
         assert bad.status_code == 400, body
         assert bad.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_render_has_its_own_small_body_limit(live: LiveServer) -> None:
+    # A transcript body well under the audio limit (100 MiB) but over /web/render's own
+    # (8 MiB): refused from its Content-Length, before a byte of it is read, in words
+    # about the transcript.
+    with socket.create_connection(("127.0.0.1", live.port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /web/render HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + KEY.encode() + b"\r\n"
+            b"Content-Length: %d\r\n\r\n" % (9 * 1024 * 1024)
+        )
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            data = sock.recv(4096)
+            if not data:
+                break
+            reply += data
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), reply[:300]
+    error = json.loads(body)["error"]
+    assert error["code"] == "request_too_large"
+    assert "transcript" in error["message"] and "audio" not in error["message"]
+    # A transcript of several hours' size still renders.
+    auth = {"Authorization": f"Bearer {KEY}"}
+    long_text = "word " * 1_400_000  # 7 MB
+    ok = httpx.post(
+        f"{live.url}/web/render",
+        headers=auth,
+        json={"format": "text", "transcript": {"text": long_text}},
+        timeout=120,
+    )
+    assert ok.status_code == 200, ok.text[:300]
+    assert ok.text == long_text + "\n"
+
+
+def test_render_bounds_segments_and_their_text(live: LiveServer) -> None:
+    auth = {"Authorization": f"Bearer {KEY}"}
+
+    def transcript(count: int, chars: int) -> dict[str, Any]:
+        segment = {"start": 0, "end": 1, "text": "a" * chars}
+        return {"format": "srt", "transcript": {"text": "a", "segments": [segment] * count}}
+
+    for body, field in (
+        (transcript(50_001, 1), "transcript.segments"),
+        (transcript(1, 20_001), "transcript.segments.0.text"),
+    ):
+        bad = httpx.post(f"{live.url}/web/render", headers=auth, json=body, timeout=120)
+        assert bad.status_code == 400, bad.text[:300]
+        assert bad.json()["error"]["message"].startswith(f"invalid request: {field}:")
+    # At the bounds, it renders: every segment a cue.
+    srt = httpx.post(
+        f"{live.url}/web/render", headers=auth, json=transcript(50_000, 1), timeout=120
+    )
+    assert srt.status_code == 200, srt.text[:300]
+    assert srt.text.count(" --> ") == 50_000
+    # Text in a segment cannot forge cues of its own (the API's own renderer).
+    forged = {"start": 0, "end": 1, "text": "x\n\n00:00:05.000 --> 00:00:06.000\ninjected"}
+    vtt = httpx.post(
+        f"{live.url}/web/render",
+        headers=auth,
+        json={"format": "vtt", "transcript": {"text": "x", "segments": [forged]}},
+    )
+    assert (
+        vtt.text
+        == "WEBVTT\n\n00:00:00.000 --> 00:00:01.000\nx\n00:00:05.000 -> 00:00:06.000\ninjected\n"
+    )
 
 
 def test_web_ui_off_serves_no_page(settings: Settings) -> None:

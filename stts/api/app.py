@@ -32,10 +32,11 @@ from stts.api.drain import DrainGuard, GracefulStop
 from stts.api.edge import Guard, RequestContext, cors_options, load_api_keys
 from stts.api.responses import error_response, plain_error
 from stts.config import Settings
-from stts.errors import AudioTooLarge, RequestTimeout, SttsError
+from stts.errors import AudioTooLarge, RequestTimeout, RequestTooLarge, SttsError
 from stts.jobs import JobsCollector, JobService
 from stts.metrics import Metrics
 from stts.service import EngineManager
+from stts.web.router import RENDER_MAX_BYTES, RENDER_PATH
 from stts.web.router import router as web_router
 
 logger = logging.getLogger(__name__)
@@ -64,23 +65,26 @@ class BodySizeLimit:
         max_bytes: int,
         stated_limit: int,
         idle_timeout_s: float,
-        post_limits: dict[str, tuple[int, int]] | None = None,
+        post_limits: dict[str, tuple[int, SttsError]] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.stated_limit = stated_limit  # the configured limit, named in the message
         self.idle_timeout_s = idle_timeout_s
-        # POST paths with limits of their own (max_bytes, stated): job uploads.
+        # POST paths with limits of their own (max_bytes, the error answered over it): job
+        # uploads, and /web/render's transcripts.
         self.post_limits = post_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        max_bytes, stated_limit = self.max_bytes, self.stated_limit
+        max_bytes = self.max_bytes
+        too_large: SttsError = AudioTooLarge(
+            f"the audio is larger than the limit of {self.stated_limit} bytes"
+        )
         if scope["method"] == "POST" and scope["path"] in self.post_limits:
-            max_bytes, stated_limit = self.post_limits[scope["path"]]
-        too_large = AudioTooLarge(f"the audio is larger than the limit of {stated_limit} bytes")
+            max_bytes, too_large = self.post_limits[scope["path"]]
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
@@ -249,8 +253,20 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
     app.include_router(docs.router)
     app.include_router(realtime.router)
     app.include_router(jobs_routes.router)
+    post_limits: dict[str, tuple[int, SttsError]] = {
+        jobs_routes.router.prefix: (
+            settings.jobs.max_bytes + _FORM_OVERHEAD_BYTES,
+            AudioTooLarge(f"the audio is larger than the limit of {settings.jobs.max_bytes} bytes"),
+        )
+    }
     if settings.web_ui:
         app.include_router(web_router)
+        post_limits[RENDER_PATH] = (
+            RENDER_MAX_BYTES,
+            RequestTooLarge(
+                f"the transcript to render is larger than the limit of {RENDER_MAX_BYTES} bytes"
+            ),
+        )
     # Added innermost first: CORS -> RequestContext -> Guard -> DrainGuard -> BodySizeLimit
     # -> routes.
     # CORS outermost: preflights need no key and every answer (401, 429, 413, the draining
@@ -260,12 +276,7 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
         max_bytes=settings.audio.max_bytes + _FORM_OVERHEAD_BYTES,
         stated_limit=settings.audio.max_bytes,
         idle_timeout_s=settings.body_timeout_s,
-        post_limits={
-            jobs_routes.router.prefix: (
-                settings.jobs.max_bytes + _FORM_OVERHEAD_BYTES,
-                settings.jobs.max_bytes,
-            )
-        },
+        post_limits=post_limits,
     )
     app.add_middleware(DrainGuard, stop=stop)
     app.add_middleware(Guard, settings=settings, keys=load_api_keys(settings))
