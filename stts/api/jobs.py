@@ -31,6 +31,8 @@ from stts.service import EngineManager
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["Jobs"])
 
+_MAX_SEQ = 2**63  # SQLite's INTEGER is a signed 64-bit number
+
 _FORM_SCHEMA: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -138,13 +140,15 @@ async def submit_job(
     owner = owner_of(request)
     conf = jobs.conf
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit():
+    if declared is not None and declared.isascii() and declared.isdigit():
         jobs.check_room(min(int(declared), conf.max_bytes))  # 507 before reading a byte
     job_id = new_job_id()
     path = jobs.upload_path(job_id)
     try:
         with jobs.uploading() as account:
-            upload = await receive_upload(request, path, conf.max_bytes, account)
+            upload = await receive_upload(
+                request, path, conf.max_bytes, account, conf.upload_timeout_s
+            )
             key, options = _options(manager, upload)
             callback = upload.one("callback_url")
             if callback:
@@ -201,7 +205,9 @@ async def list_jobs(
         raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}", param="status")
     before: int | None = None
     if cursor:
-        if not cursor.isdigit():
+        # ASCII digits only (str.isdigit also takes superscripts and other scripts'
+        # digits), below SQLite's INTEGER limit: a seq is never larger.
+        if not (cursor.isascii() and cursor.isdigit()) or int(cursor) >= _MAX_SEQ:
             raise InvalidRequest("cursor is not one this server gave", param="cursor")
         before = int(cursor)
     found = jobs.page(owner_of(request), status, limit + 1, before)

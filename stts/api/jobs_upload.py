@@ -4,11 +4,19 @@ Starlette's form parser spools files to the system temp directory; a job upload 
 gigabytes goes straight to its place beside the job database instead, chunk by chunk
 (never whole in memory), each chunk counted against ``jobs.max_bytes`` and the disk
 quota. The small form fields are kept in memory, bounded in number and size.
+
+A body is complete only once its closing boundary arrived (a body cut short is 400, not
+a shorter file); the whole upload is bounded in time (``jobs.upload_timeout_s``, 408),
+a stalled one by the app's ``body_timeout_s``; a client that goes away is logged at
+info, not as a server error. The partial file is removed in every one of these cases.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +24,13 @@ from typing import BinaryIO
 
 from fastapi import Request
 from python_multipart import MultipartParser
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
+from starlette.requests import ClientDisconnect
 
-from stts.errors import AudioTooLarge, EmptyAudio, InvalidRequest
+from stts.errors import AudioTooLarge, Cancelled, EmptyAudio, InvalidRequest, RequestTimeout
+
+logger = logging.getLogger(__name__)
 
 _MAX_FIELDS = 32
 _MAX_FIELD_BYTES = 64 * 1024
@@ -65,6 +76,7 @@ class _Parts:
         self._data = bytearray()
         self._files = 0
         self._fields = 0
+        self.ended = False  # the closing boundary arrived
 
     def _fail(self, error: Exception) -> None:
         if self.error is None:
@@ -136,6 +148,9 @@ class _Parts:
                     )
                 )
 
+    def on_end(self) -> None:
+        self.ended = True
+
     def on_part_end(self) -> None:
         if self.error is None and not self._is_file and self._name is not None:
             value = self._data.decode("utf-8", "replace")
@@ -143,10 +158,15 @@ class _Parts:
 
 
 async def receive_upload(
-    request: Request, path: Path, max_bytes: int, account: Callable[[int], None]
+    request: Request,
+    path: Path,
+    max_bytes: int,
+    account: Callable[[int], None],
+    timeout_s: float = math.inf,
 ) -> Upload:
     """Parse the request's multipart body, writing the file part to ``path`` (created
-    here, removed again if anything goes wrong)."""
+    here, removed again if anything goes wrong, or if the whole body takes longer than
+    ``timeout_s``)."""
     content_type = request.headers.get("content-type", "")
     kind, options = parse_options_header(content_type)
     boundary = options.get(b"boundary")
@@ -156,28 +176,43 @@ async def receive_upload(
     try:
         with path.open("xb") as out:
             parts = _Parts(upload, out, max_bytes, account)
-            parser = MultipartParser(
-                boundary,
-                {
-                    "on_part_begin": parts.on_part_begin,
-                    "on_part_data": parts.on_part_data,
-                    "on_part_end": parts.on_part_end,
-                    "on_header_field": parts.on_header_field,
-                    "on_header_value": parts.on_header_value,
-                    "on_header_end": parts.on_header_end,
-                    "on_headers_finished": parts.on_headers_finished,
-                },
-            )
+            deadline = time.monotonic() + timeout_s
             try:
+                # Inside the try: the constructor refuses a boundary over its limit.
+                parser = MultipartParser(
+                    boundary,
+                    {
+                        "on_part_begin": parts.on_part_begin,
+                        "on_part_data": parts.on_part_data,
+                        "on_part_end": parts.on_part_end,
+                        "on_header_field": parts.on_header_field,
+                        "on_header_value": parts.on_header_value,
+                        "on_header_end": parts.on_header_end,
+                        "on_headers_finished": parts.on_headers_finished,
+                        "on_end": parts.on_end,
+                    },
+                )
                 async for chunk in request.stream():
                     parser.write(chunk)
                     if parts.error is not None:
                         raise parts.error
+                    # A stalled body is body_timeout_s's; this bounds one that trickles.
+                    if time.monotonic() > deadline:
+                        raise RequestTimeout(
+                            f"the upload took longer than {timeout_s:g} s (jobs.upload_timeout_s)"
+                        )
                 parser.finalize()
-            except MultipartParseError as exc:
+            except FormParserError as exc:
                 raise InvalidRequest("the multipart body is malformed") from exc
+            except ClientDisconnect:
+                logger.info("the client went away during a job upload")
+                raise Cancelled("the client went away during the upload") from None
             if parts.error is not None:
                 raise parts.error
+            if not parts.ended:  # cut off (by a proxy, a client) before the closing boundary
+                raise InvalidRequest(
+                    "the multipart body is incomplete: its closing boundary never arrived"
+                )
         if parts._files == 0:
             raise InvalidRequest("the form has no 'file' field", param="file")
         if upload.size == 0:

@@ -344,11 +344,13 @@ class JobStore:
         return {status: found.get(status, 0) for status in STATUSES}
 
     def disk_bytes(self) -> int:
-        """Bytes the stored uploads and results take."""
+        """Bytes the stored uploads and results take: an upload counts only while its
+        file is kept (a finished job's audio is deleted, its result stays)."""
         with self._lock:
             row = self._db.execute(
-                "SELECT COALESCE(SUM(audio_bytes), 0) + COALESCE(SUM(result_bytes), 0) "
-                "FROM jobs WHERE audio_path IS NOT NULL OR result IS NOT NULL"
+                "SELECT COALESCE(SUM(CASE WHEN audio_path IS NOT NULL THEN audio_bytes END), 0)"
+                " + COALESCE(SUM(CASE WHEN result IS NOT NULL THEN result_bytes END), 0)"
+                " FROM jobs"
             ).fetchone()
         return int(row[0])
 

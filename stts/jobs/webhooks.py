@@ -89,17 +89,24 @@ class WebhookPolicy:
             )
         if len(url) > _MAX_URL_CHARS:
             raise CallbackNotAllowed(f"callback_url is longer than {_MAX_URL_CHARS} characters")
+        # urlsplit drops tabs and newlines silently, http.client cannot send other than
+        # ASCII: the URL stored must be exactly the one called.
+        if not (url.isascii() and url.isprintable()) or " " in url:
+            raise CallbackNotAllowed(
+                "callback_url must be printable ASCII without spaces (percent-encode the rest)"
+            )
         try:
             parts = urlsplit(url)
             port = parts.port
         except ValueError as exc:
             raise CallbackNotAllowed(f"callback_url {shorten(url)} is not a URL") from exc
+        if port == 0:
+            raise CallbackNotAllowed("callback_url names port 0")
         host = (parts.hostname or "").lower().rstrip(".")
         if parts.scheme not in ("http", "https") or not host:
             raise CallbackNotAllowed("callback_url must be an http:// or https:// URL with a host")
         if parts.username or parts.password:
             raise CallbackNotAllowed("callback_url must not carry credentials")
-        del port
         try:
             literal: IPAddress | None = ipaddress.ip_address(host)
         except ValueError:
