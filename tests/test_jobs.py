@@ -1,108 +1,52 @@
-"""Durable jobs (issue 15) on a real server on 127.0.0.1, with PocketSphinx (fast) on real
-corpus audio: submit -> poll -> result equal to the synchronous answer, progress on a
-ten-minute recording, cancel queued and running jobs, quota and size limits, per-key
-isolation, signed webhooks to a real loopback receiver (retried after a 500), a
-callback host not allowed refused at submission, and a real ``stts serve`` killed with
-SIGKILL mid-job that resumes from its checkpoint on restart.
+"""Durable jobs (issue 15) on one real server on 127.0.0.1 shared by the module, with
+PocketSphinx (fast) on real corpus audio: submit -> poll -> result equal to the
+synchronous answer, progress on a ten-minute recording, cancel queued and running jobs,
+per-key isolation, signed webhooks to a real loopback receiver (retried after a 500), a
+callback host not allowed refused at submission, bad requests, and the ``stts jobs``
+command against the server. Tests that need a server of their own (limits, SIGKILL and
+resume, failing engine, fairness) are in tests/test_jobs_runner.py.
+
+Kept lean for CI (2 busy cores): 5 s job steps (the smallest ``jobs.step_s``) so a few
+steps cost little audio, short recordings, and polling instead of sleeps.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import json
-import os
-import signal
-import sqlite3
-import threading
 import time
-import wave
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
+from typer.testing import CliRunner
 
-from stts.audio import decode_audio
+from stts.cli import app as cli_app
 from stts.config import Settings
-from stts.engines.registry import register_engine, unregister_engine
-from stts.testing import free_port, spawn_server
-from tests.conftest import CORPUS_ITEMS, LiveServer, corpus_file, requires_corpus
-from tests.fault_engines import TONE_SECOND_PCM16, AlwaysFailsEngine
+from stts.testing import free_port
+from tests.conftest import LiveServer, corpus_file, requires_corpus
+from tests.jobs_support import (
+    ALICE,
+    ALICE_KEY,
+    BOB,
+    ONE_STEP,
+    POLL_S,
+    SECRET,
+    SHORT,
+    STEP_S,
+    TIMEOUT,
+    Receiver,
+    audio_files,
+    speech_wav,
+    status,
+    submit,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow, requires_corpus]
-
-SECRET = "webhook-secret-for-tests"
-ALICE = {"Authorization": "Bearer alice-key-0001"}
-BOB = {"Authorization": "Bearer bob-key-0002"}
-SHORT = "vosk-api__test.wav"  # 8.3 s: one job step (step_s=10)
-TIMEOUT = httpx.Timeout(120.0)
-
-
-def speech_wav(seconds: float) -> bytes:
-    """A 16 kHz mono WAV of ``seconds``, built from the corpus's 16 kHz speech files with
-    0.4 s pauses between them (repeated as needed)."""
-    clips = [
-        decode_audio(item.path).samples
-        for item in CORPUS_ITEMS
-        if item.sample_rate == 16_000 and item.path.suffix == ".wav" and item.channels == 1
-    ]
-    pause = np.zeros(int(0.4 * 16_000), np.float32)
-    pieces: list[np.ndarray] = []
-    total = 0
-    target = int(seconds * 16_000)
-    while total < target:
-        for clip in clips:
-            pieces += [clip, pause]
-            total += len(clip) + len(pause)
-            if total >= target:
-                break
-    samples = np.concatenate(pieces)[:target]
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16_000)
-        out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
-
-
-class Receiver:
-    """A real HTTP server on 127.0.0.1 that records webhook calls; answers ``statuses`` in
-    turn (then 200)."""
-
-    def __init__(self, statuses: list[int]) -> None:
-        self.calls: list[tuple[dict[str, str], bytes]] = []
-        self.statuses = statuses
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                receiver.calls.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +56,8 @@ def jobs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def live(settings: Settings, jobs_dir: Path) -> Iterator[LiveServer]:
-    """PocketSphinx, two API keys, webhooks allowed to 127.0.0.1 only, 10 s steps."""
+    """PocketSphinx, two API keys, webhooks allowed to 127.0.0.1 only, 5 s steps, one job
+    at a time."""
     conf = Settings(
         cache_dir=settings.cache_dir,
         engines=["pocketsphinx"],
@@ -120,7 +65,7 @@ def live(settings: Settings, jobs_dir: Path) -> Iterator[LiveServer]:
         named_api_keys={"alice": "alice-key-0001", "bob": "bob-key-0002"},
         jobs={
             "dir": jobs_dir,
-            "step_s": 10,
+            "step_s": STEP_S,
             "webhook_hosts": ["127.0.0.1"],
             "webhook_secret": SECRET,
             "webhook_backoff_s": 0.2,
@@ -130,56 +75,16 @@ def live(settings: Settings, jobs_dir: Path) -> Iterator[LiveServer]:
         yield server
 
 
-def submit(
-    server: LiveServer,
-    data: bytes,
-    name: str = "a.wav",
-    headers: dict[str, str] = ALICE,
-    **fields: str,
-) -> httpx.Response:
-    return httpx.post(
-        f"{server.url}/api/v1/jobs",
-        files={"file": (name, data, "audio/wav")},
-        data={"model": "pocketsphinx", **fields},
-        headers=headers,
-        timeout=TIMEOUT,
-    )
-
-
-def status(server: LiveServer, job_id: str, headers: dict[str, str] = ALICE) -> dict[str, Any]:
-    response = httpx.get(f"{server.url}/api/v1/jobs/{job_id}", headers=headers, timeout=TIMEOUT)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def wait_for(
-    server: LiveServer, job_id: str, states: tuple[str, ...], limit_s: float = 600
-) -> dict[str, Any]:
-    """Poll until the job is in one of ``states`` (a hang guard, not a speed test)."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        job = status(server, job_id)
-        if job["status"] in states:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} never reached {states}: {job}")
-
-
-def audio_files(jobs_dir: Path) -> list[str]:
-    return sorted(p.name for p in (jobs_dir / "audio").iterdir())
-
-
 def test_submit_poll_result_in_every_format_equals_the_synchronous_answer(
     live: LiveServer, jobs_dir: Path
 ) -> None:
-    data = corpus_file(SHORT).read_bytes()
-    response = submit(live, data, SHORT)
+    data = corpus_file(ONE_STEP).read_bytes()
+    response = submit(live, data, ONE_STEP)
     assert response.status_code == 202, response.text
     job = response.json()
     assert job["status"] == "queued" and job["id"].startswith("job_")
     assert response.headers["location"] == f"/api/v1/jobs/{job['id']}"
-    assert job["progress"]["total_s"] == pytest.approx(8.308, abs=0.01)  # from the header
+    assert job["progress"]["total_s"] == pytest.approx(3.502, abs=0.01)  # from the header
     done = wait_for(live, job["id"], ("succeeded", "failed"))
     assert done["status"] == "succeeded", done
     assert done["progress"]["fraction"] == 1.0 and done["engine"] == "pocketsphinx"
@@ -194,7 +99,7 @@ def test_submit_poll_result_in_every_format_equals_the_synchronous_answer(
         )
         sync = httpx.post(
             f"{live.url}/v1/audio/transcriptions",
-            files={"file": (SHORT, data, "audio/wav")},
+            files={"file": (ONE_STEP, data, "audio/wav")},
             data={"model": "pocketsphinx", "response_format": fmt},
             headers=ALICE,
             timeout=TIMEOUT,
@@ -210,7 +115,6 @@ def test_submit_poll_result_in_every_format_equals_the_synchronous_answer(
     assert job["id"] in [j["id"] for j in listed["data"]]
 
 
-@pytest.mark.timeout(900)  # three steps of 10 s on 2 busy cores
 def test_long_recording_progress_then_cancel_queued_and_running(
     live: LiveServer, jobs_dir: Path
 ) -> None:
@@ -218,7 +122,7 @@ def test_long_recording_progress_then_cancel_queued_and_running(
     behind it and then the running one itself are cancelled, their audio deleted, and
     the runner is free for the next job."""
     long = submit(live, speech_wav(600), "ten-minutes.wav").json()
-    queued = submit(live, corpus_file(SHORT).read_bytes(), SHORT).json()
+    queued = submit(live, corpus_file(ONE_STEP).read_bytes(), ONE_STEP).json()
     assert status(live, queued["id"])["status"] == "queued"  # jobs.workers = 1
     cancelled = httpx.delete(
         f"{live.url}/api/v1/jobs/{queued['id']}", headers=ALICE, timeout=TIMEOUT
@@ -232,7 +136,7 @@ def test_long_recording_progress_then_cancel_queued_and_running(
         assert job["status"] in ("queued", "running"), job
         if job["progress"]["done_s"] > 0:
             seen.append(job["progress"]["done_s"])
-        time.sleep(0.2)
+        time.sleep(POLL_S)
     assert seen == sorted(seen) and len(set(seen)) >= 3, seen
     assert status(live, long["id"])["progress"]["total_s"] == pytest.approx(600, abs=0.1)
     stopped = httpx.delete(
@@ -240,7 +144,7 @@ def test_long_recording_progress_then_cancel_queued_and_running(
     ).json()
     assert stopped["status"] == "cancelled"
     assert long["id"] + ".audio" not in audio_files(jobs_dir)
-    after = submit(live, corpus_file(SHORT).read_bytes(), SHORT).json()
+    after = submit(live, corpus_file("pocketsphinx__001.wav").read_bytes()).json()
     assert wait_for(live, after["id"], ("succeeded", "failed"))["status"] == "succeeded"
     final = status(live, long["id"])
     assert final["status"] == "cancelled" and final["progress"]["done_s"] < 600
@@ -278,7 +182,7 @@ def test_webhook_is_signed_and_retried_after_a_500(live: LiveServer) -> None:
         deadline = time.monotonic() + 60
         while (status(live, job["id"])["webhook"] or {}).get("state") == "pending":
             assert time.monotonic() < deadline, "the webhook was never delivered"
-            time.sleep(0.1)
+            time.sleep(POLL_S)
         assert status(live, job["id"])["webhook"] == {
             "state": "delivered",
             "attempts": 2,
@@ -353,195 +257,65 @@ def test_bad_requests_are_clear_errors(live: LiveServer, jobs_dir: Path) -> None
     assert bad.status_code == 400
 
 
-def test_size_duration_and_quota_limits(settings: Settings, tmp_path: Path) -> None:
-    """jobs.max_bytes (not the synchronous limit), jobs.max_duration_s from the header,
-    jobs.max_disk_bytes -> 507; the synchronous route keeps its own smaller limit."""
-    short = corpus_file(SHORT).read_bytes()  # 265,914 bytes, 8.3 s
-    conf = Settings(
-        cache_dir=settings.cache_dir,
-        engines=["pocketsphinx"],
-        default_engine="pocketsphinx",
-        audio={"max_bytes": 100_000},
-        jobs={
-            "dir": tmp_path / "jobs",
-            "max_bytes": 600_000,
-            "max_duration_s": 15,
-            "max_disk_bytes": 700_000,
-        },
+def stts_jobs(*args: str) -> Any:
+    """``stts jobs ARGS`` in this process (typer's CliRunner), stdout and stderr apart."""
+    return CliRunner().invoke(cli_app, ["jobs", *args])
+
+
+def test_the_jobs_command_against_the_server(live: LiveServer, tmp_path: Path) -> None:
+    """``stts jobs submit --wait`` prints what the synchronous API answers; status, list,
+    result (to a file) and cancel; one-line errors with exit 1 when the job or the file is
+    at fault, 2 when the server cannot be reached or the key is refused."""
+    server = ["--url", live.url, "--api-key", ALICE_KEY]
+    path = corpus_file(ONE_STEP)
+    waited = stts_jobs(
+        "submit", str(path), "-m", "pocketsphinx", "--wait", "-f", "srt", "--poll", "0.05", *server
     )
-    with LiveServer(conf) as server:
-        sync = httpx.post(
-            f"{server.url}/v1/audio/transcriptions",
-            files={"file": ("a.wav", short, "audio/wav")},
-            timeout=TIMEOUT,
-        )
-        assert sync.status_code == 413  # the synchronous limit is not widened
-        headers: dict[str, str] = {}
-        big = submit(server, b"\0" * 700_000, headers=headers)
-        assert big.status_code == 413 and big.json()["error"]["code"] == "audio_too_large"
-        too_long = submit(server, speech_wav(17), headers=headers)  # 544 kB
-        assert too_long.status_code == 413
-        assert too_long.json()["error"]["code"] == "audio_too_long"
-        first = submit(server, short, headers=headers)
-        second = submit(server, short, headers=headers)
-        assert first.status_code == second.status_code == 202
-        full = submit(server, short, headers=headers)  # 3 x 266 kB > 700 kB
-        assert full.status_code == 507 and full.json()["error"]["code"] == "insufficient_storage"
-        assert len(audio_files(tmp_path / "jobs")) <= 2
-        for queued in (first, second):
-            httpx.delete(f"{server.url}/api/v1/jobs/{queued.json()['id']}", timeout=TIMEOUT)
-        assert audio_files(tmp_path / "jobs") == []  # room again, nothing left behind
-        assert submit(server, short, headers=headers).status_code == 202
-
-
-@pytest.mark.timeout(900)  # two server starts and two runs of the recording, on 2 busy cores
-def test_sigkill_mid_job_resumes_from_the_checkpoint(cache_dir: Path, tmp_path: Path) -> None:
-    """A real ``stts serve`` killed with SIGKILL mid-job; restarted on the same jobs.dir,
-    the job succeeds with the text an uninterrupted run gives, decoding less audio the
-    second time (it resumes after its last checkpoint)."""
-    recording = speech_wav(40)
-    env = {
-        "STTS_CACHE_DIR": str(cache_dir),
-        "STTS_ENGINES": "pocketsphinx",
-        "STTS_DEFAULT_ENGINE": "pocketsphinx",
-        "STTS_JOBS__DIR": str(tmp_path / "jobs"),
-        "STTS_JOBS__STEP_S": "8",
-        "STTS_JSON_LOGS": "false",
-    }
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = spawn_server(port, env)
-    try:
-        job = httpx.post(
-            f"{url}/api/v1/jobs",
-            files={"file": ("talk.wav", recording, "audio/wav")},
-            data={"model": "pocketsphinx"},
-            timeout=TIMEOUT,
-        ).json()
-        deadline = time.monotonic() + 600
-        while True:
-            seen = httpx.get(f"{url}/api/v1/jobs/{job['id']}", timeout=TIMEOUT).json()
-            if seen["progress"]["done_s"] >= 8:  # one step checkpointed, four to go
-                break
-            assert seen["status"] in ("queued", "running") and time.monotonic() < deadline
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-    killed_at = seen["progress"]["done_s"]
-    assert seen["status"] == "running" and killed_at < 40
-    db = sqlite3.connect(tmp_path / "jobs" / "jobs.sqlite3")
-    assert db.execute("SELECT status FROM jobs").fetchone()[0] == "running"  # as it died
-    db.close()
-    proc = spawn_server(port, env)
-    try:
-        done = wait_server(url, job["id"])
-        assert done["status"] == "succeeded", done
-        assert done["attempts"] == 2
-        assert done["resumed_from_s"] >= killed_at - 0.001
-        # Audio decoded on the second attempt: only what came after the checkpoint.
-        assert done["decoded_s"] - done["resumed_from_s"] <= 40 - killed_at + 0.01
-        resumed = httpx.get(
-            f"{url}/api/v1/jobs/{job['id']}/result", params={"format": "text"}, timeout=TIMEOUT
-        )
-        again = httpx.post(
-            f"{url}/api/v1/jobs",
-            files={"file": ("talk.wav", recording, "audio/wav")},
-            data={"model": "pocketsphinx"},
-            timeout=TIMEOUT,
-        ).json()
-        uninterrupted = wait_server(url, again["id"])
-        assert uninterrupted["attempts"] == 1 and uninterrupted["resumed_from_s"] is None
-        single = httpx.get(
-            f"{url}/api/v1/jobs/{again['id']}/result", params={"format": "text"}, timeout=TIMEOUT
-        )
-        assert resumed.text == single.text and len(resumed.text.split()) > 30
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
-    assert audio_files(tmp_path / "jobs") == []
-
-
-def wait_server(url: str, job_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = httpx.get(f"{url}/api/v1/jobs/{job_id}", timeout=TIMEOUT).json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} never finished")
-
-
-def test_a_job_whose_engine_keeps_failing_is_failed_after_max_attempts(tmp_path: Path) -> None:
-    """Fault injection (a fake engine that always raises): two attempts, then ``failed``
-    with the reason, its audio deleted."""
-    register_engine(AlwaysFailsEngine.name, AlwaysFailsEngine)
-    conf = Settings(
-        cache_dir=tmp_path,
-        engines=[AlwaysFailsEngine.name],
-        default_engine=AlwaysFailsEngine.name,
-        jobs={"dir": tmp_path / "jobs", "max_attempts": 2},
+    assert waited.exit_code == 0, waited.output
+    job_id = waited.stderr.split()[-1]  # "submitted job_..."
+    sync = httpx.post(
+        f"{live.url}/v1/audio/transcriptions",
+        files={"file": (path.name, path.read_bytes(), "audio/wav")},
+        data={"model": "pocketsphinx", "response_format": "srt"},
+        headers=ALICE,
+        timeout=TIMEOUT,
     )
-    tone = io.BytesIO()
-    with wave.open(tone, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16_000)
-        out.writeframes(TONE_SECOND_PCM16)
-    try:
-        with LiveServer(conf) as server:
-            job = submit(server, tone.getvalue(), headers={}, model=AlwaysFailsEngine.name).json()
-            done = wait_for(server, job["id"], ("succeeded", "failed"), limit_s=120)
-    finally:
-        unregister_engine(AlwaysFailsEngine.name)
-    assert done["status"] == "failed" and done["attempts"] == 2
-    assert done["error"]["code"] == "transcription_failed"
-    assert audio_files(tmp_path / "jobs") == []
+    assert waited.stdout == sync.text and "-->" in sync.text
 
-
-@pytest.mark.timeout(900)
-def test_interactive_requests_wait_behind_at_most_one_job_step(
-    settings: Settings, tmp_path: Path
-) -> None:
-    """Three jobs running on one PocketSphinx worker: a synchronous request's latency stays
-    within about one job step of its latency on the idle server (without the gate it
-    would queue behind a step of each job). Generous bounds: 2 busy cores."""
-    conf = Settings(
-        cache_dir=settings.cache_dir,
-        engines=["pocketsphinx"],
-        default_engine="pocketsphinx",
-        jobs={"dir": tmp_path / "jobs", "workers": 3, "step_s": 10},
+    shown = stts_jobs("status", job_id, *server)
+    assert shown.exit_code == 0 and shown.stdout.split()[:3] == [job_id, "succeeded", "3.5"]
+    listed = stts_jobs("list", "--status", "succeeded", *server)
+    assert listed.exit_code == 0 and job_id in listed.stdout
+    target = tmp_path / "talk.vtt"
+    written = stts_jobs("result", job_id, "-f", "vtt", "-o", str(target), *server)
+    assert written.exit_code == 0, written.output
+    api = httpx.get(
+        f"{live.url}/api/v1/jobs/{job_id}/result", params={"format": "vtt"}, headers=ALICE
     )
-    data = corpus_file(SHORT).read_bytes()  # 8.3 s
+    assert target.read_text() == api.text
 
-    def sync_latency() -> float:
-        started = time.perf_counter()
-        response = httpx.post(
-            f"{server.url}/v1/audio/transcriptions",
-            files={"file": (SHORT, data, "audio/wav")},
-            data={"model": "pocketsphinx"},
-            timeout=TIMEOUT,
-        )
-        assert response.status_code == 200, response.text
-        return time.perf_counter() - started
+    submitted = stts_jobs(
+        "submit", str(corpus_file("pocketsphinx__001.wav")), "-m", "pocketsphinx", *server
+    )
+    assert submitted.exit_code == 0 and submitted.stdout.startswith("job_")
+    other = submitted.stdout.strip()
+    cancelled = stts_jobs("cancel", other, *server)
+    # cancelled while queued or running, or deleted when it had already finished
+    assert cancelled.exit_code == 0 and cancelled.stdout.split()[0] == other
+    assert cancelled.stdout.split()[1] in ("cancelled", "deleted")
+    gone = stts_jobs("result", other, *server)
+    assert gone.exit_code == 1 and gone.stderr.startswith("error: ")
+    assert len(gone.stderr.strip().splitlines()) == 1
 
-    with LiveServer(conf) as server:
-        sync_latency()  # warm
-        idle = sync_latency()
-        step = idle * 10 / 8.3  # a 10 s job step costs about this much engine time
-        recording = speech_wav(90)
-        jobs = [submit(server, recording, headers={}).json()["id"] for _ in range(3)]
-        deadline = time.monotonic() + 600
-        while not all(status(server, j)["status"] == "running" for j in jobs):
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        busy = [sync_latency()]
-        progress = [status(server, j)["progress"]["done_s"] for j in jobs]
-        for job_id in jobs:
-            httpx.delete(f"{server.url}/api/v1/jobs/{job_id}", timeout=TIMEOUT)
-    print(f"idle {idle:.2f} s, busy {busy}, step ~{step:.2f} s, job progress {progress}")
-    assert sum(progress) > 0  # the jobs did run meanwhile
-    assert min(busy) < idle + 2 * step + 2.0
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_bytes(b"these are not samples")
+    refused = stts_jobs("submit", str(not_audio), "-m", "pocketsphinx", *server)
+    assert refused.exit_code == 1 and "error: " in refused.stderr
+    bobs = stts_jobs("status", job_id, "--url", live.url, "--api-key", "bob-key-0002")
+    assert bobs.exit_code == 1 and "no job" in bobs.stderr  # another key's job: 404
+    keyless = stts_jobs("status", job_id, "--url", live.url)
+    assert keyless.exit_code == 2 and keyless.stderr.startswith("error: ")
+    nobody = stts_jobs("list", "--url", f"http://127.0.0.1:{free_port()}")
+    assert nobody.exit_code == 2 and "cannot reach the server" in nobody.stderr
+    for result in (gone, refused, bobs, keyless, nobody):
+        assert "Traceback" not in result.output
