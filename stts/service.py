@@ -261,11 +261,11 @@ class EngineManager:
                     raise
                 if wrapped in done:
                     return wrapped.result()
-                if aborted in done:
+                if aborted in done or not done:
                     self._give_up(future, cancel)
-                    raise shutting_down("the server is shutting down; the request was stopped")
-                if not done:
-                    self._give_up(future, cancel)
+                    wrapped.cancel()  # nobody reads what the job still ends with
+                    if aborted in done:
+                        raise shutting_down("the server is shutting down; the request was stopped")
                     raise self._late(phase, limit)
         raise AssertionError("unreachable: the last phase ends with the job or a limit")
 
