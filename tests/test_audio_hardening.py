@@ -21,6 +21,7 @@ import soxr
 from stts import audio as stts_audio
 from stts.audio import SAMPLE_RATE, AudioLimits, RawFormat, decode_audio
 from stts.errors import AudioTooLong, CorruptAudio, EmptyAudio
+from stts.synthetic import float_wav
 from tests.conftest import CORPUS_ITEMS, CorpusItem, corpus_file, requires_corpus
 
 SPEECH = "deepspeech__LDC93S1.wav"  # 2.92 s, 16 kHz mono s16
@@ -45,25 +46,6 @@ def _encode(
         for packet in stream.encode(None):
             out.mux(packet)
     return buf.getvalue()
-
-
-def _float_wav(channels: np.ndarray, rate: int) -> bytes:
-    """A WAVE_FORMAT_IEEE_FLOAT (3) file, written by hand: any float values, NaN and inf too."""
-    interleaved = np.ascontiguousarray(np.atleast_2d(channels).T, dtype="<f4")
-    n_channels = interleaved.shape[1]
-    data = interleaved.tobytes()
-    fmt = struct.pack("<HHIIHH", 3, n_channels, rate, rate * 4 * n_channels, 4 * n_channels, 32)
-    return (
-        b"RIFF"
-        + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data))
-        + b"WAVE"
-        + b"fmt "
-        + struct.pack("<I", len(fmt))
-        + fmt
-        + b"data"
-        + struct.pack("<I", len(data))
-        + data
-    )
 
 
 def _silent_opus(seconds: int) -> bytes:
@@ -155,8 +137,8 @@ def test_float_input_is_clipped_per_channel_before_downmix_and_resampling(rate: 
     speech = decode_audio(corpus_file(SPEECH)).samples
     left = soxr.resample(speech, SAMPLE_RATE, rate) * 1000.0  # 60 dB over full scale
     right = np.zeros_like(left)
-    loud = decode_audio(_float_wav(np.stack([left, right]), rate))
-    clipped = decode_audio(_float_wav(np.stack([np.clip(left, -1, 1), right]), rate))
+    loud = decode_audio(float_wav(np.stack([left, right]), rate))
+    clipped = decode_audio(float_wav(np.stack([np.clip(left, -1, 1), right]), rate))
     # Clipped at the edge: exactly what a file clipped at full scale decodes to (the
     # baseline mixed and resampled the 1000x signal first, then clipped the result).
     assert np.array_equal(loud.samples, clipped.samples)
@@ -169,7 +151,7 @@ def test_float_input_is_clipped_per_channel_before_downmix_and_resampling(rate: 
 def test_huge_finite_float_samples_decode_clipped(value: float) -> None:
     samples = np.zeros(44100, np.float32)
     samples[::100] = value
-    audio = decode_audio(_float_wav(samples, 44100))
+    audio = decode_audio(float_wav(samples, 44100))
     assert np.isfinite(audio.samples).all() and np.abs(audio.samples).max() <= 1.0
 
 
@@ -178,7 +160,7 @@ def test_nan_and_infinite_float_samples_are_refused(value: float) -> None:
     samples = np.zeros(16000, np.float32)
     samples[8000] = value
     with pytest.raises(CorruptAudio, match="NaN or infinite"):
-        decode_audio(_float_wav(samples, 16000))
+        decode_audio(float_wav(samples, 16000))
 
 
 def _dither(n: int, seed: int = 0) -> np.ndarray:
