@@ -21,7 +21,7 @@ from stts.config import Settings
 from stts.engines.registry import register_engine, unregister_engine
 from stts.testing import free_port, spawn_server
 from tests.conftest import LiveServer, corpus_file, requires_corpus
-from tests.fault_engines import TONE_SECOND_PCM16, AlwaysFailsEngine
+from tests.fault_engines import TONE_SECOND_PCM16, AlwaysFailsEngine, SlowEngine
 from tests.jobs_support import (
     POLL_S,
     SHORT,
@@ -40,12 +40,19 @@ pytestmark = [pytest.mark.slow, requires_corpus]
 
 def test_size_duration_and_quota_limits(settings: Settings, tmp_path: Path) -> None:
     """jobs.max_bytes (not the synchronous limit), jobs.max_duration_s from the header,
-    jobs.max_disk_bytes -> 507; the synchronous route keeps its own smaller limit."""
+    jobs.max_disk_bytes -> 507; the synchronous route keeps its own smaller limit.
+
+    Fault injection: the jobs run on a fake engine that takes minutes (and honours
+    cancel), so no job finishes, and frees its audio, before the quota is checked; with a
+    real engine a fast machine finished the first job first (CI saw 202 for 507)."""
     short = corpus_file(SHORT).read_bytes()  # 265,914 bytes, 8.3 s
+    register_engine(SlowEngine.name, SlowEngine)
+    delay = SlowEngine.delay
+    SlowEngine.delay = 600.0
     conf = Settings(
         cache_dir=settings.cache_dir,
-        engines=["pocketsphinx"],
-        default_engine="pocketsphinx",
+        engines=[SlowEngine.name],
+        default_engine=SlowEngine.name,
         audio={"max_bytes": 100_000},
         jobs={
             "dir": tmp_path / "jobs",
@@ -55,32 +62,36 @@ def test_size_duration_and_quota_limits(settings: Settings, tmp_path: Path) -> N
             "step_s": STEP_S,  # a job cancelled below stops within 5 s of audio
         },
     )
-    with LiveServer(conf) as server:
-        sync = httpx.post(
-            f"{server.url}/v1/audio/transcriptions",
-            files={"file": ("a.wav", short, "audio/wav")},
-            timeout=TIMEOUT,
-        )
-        assert sync.status_code == 413  # the synchronous limit is not widened
-        headers: dict[str, str] = {}
-        big = submit(server, b"\0" * 700_000, headers=headers)
-        assert big.status_code == 413 and big.json()["error"]["code"] == "audio_too_large"
-        too_long = submit(server, speech_wav(17), headers=headers)  # 544 kB
-        assert too_long.status_code == 413
-        assert too_long.json()["error"]["code"] == "audio_too_long"
-        first = submit(server, short, headers=headers)
-        second = submit(server, short, headers=headers)
-        assert first.status_code == second.status_code == 202
-        full = submit(server, short, headers=headers)  # 3 x 266 kB > 700 kB
-        assert full.status_code == 507 and full.json()["error"]["code"] == "insufficient_storage"
-        assert len(audio_files(tmp_path / "jobs")) <= 2
-        for queued in (first, second):
-            httpx.delete(f"{server.url}/api/v1/jobs/{queued.json()['id']}", timeout=TIMEOUT)
-        assert audio_files(tmp_path / "jobs") == []  # room again, nothing left behind
-        again = submit(server, short, headers=headers)
-        assert again.status_code == 202
-        # Not left running: the server's stop would wait for its step.
-        httpx.delete(f"{server.url}/api/v1/jobs/{again.json()['id']}", timeout=TIMEOUT)
+    try:
+        with LiveServer(conf) as server:
+            sync = httpx.post(
+                f"{server.url}/v1/audio/transcriptions",
+                files={"file": ("a.wav", short, "audio/wav")},
+                timeout=TIMEOUT,
+            )
+            assert sync.status_code == 413  # the synchronous limit is not widened
+            headers: dict[str, str] = {}
+            big = submit(server, b"\0" * 700_000, headers=headers, model=SlowEngine.name)
+            assert big.status_code == 413 and big.json()["error"]["code"] == "audio_too_large"
+            too_long = submit(server, speech_wav(17), headers=headers, model=SlowEngine.name)  # 544 kB
+            assert too_long.status_code == 413
+            assert too_long.json()["error"]["code"] == "audio_too_long"
+            first = submit(server, short, headers=headers, model=SlowEngine.name)
+            second = submit(server, short, headers=headers, model=SlowEngine.name)
+            assert first.status_code == second.status_code == 202
+            full = submit(server, short, headers=headers, model=SlowEngine.name)  # 3 x 266 kB > 700 kB
+            assert full.status_code == 507 and full.json()["error"]["code"] == "insufficient_storage"
+            assert len(audio_files(tmp_path / "jobs")) <= 2
+            for queued in (first, second):
+                httpx.delete(f"{server.url}/api/v1/jobs/{queued.json()['id']}", timeout=TIMEOUT)
+            assert audio_files(tmp_path / "jobs") == []  # room again, nothing left behind
+            again = submit(server, short, headers=headers, model=SlowEngine.name)
+            assert again.status_code == 202
+            # Not left running: the server's stop would wait for its step.
+            httpx.delete(f"{server.url}/api/v1/jobs/{again.json()['id']}", timeout=TIMEOUT)
+    finally:
+        SlowEngine.delay = delay
+        unregister_engine(SlowEngine.name)
 
 
 @pytest.mark.timeout(900)  # two server starts and two runs of the recording, on 2 busy cores
