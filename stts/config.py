@@ -125,6 +125,13 @@ class PocketSphinxSettings(EngineSettings):
     speech_gate: bool = True
 
     model_dir: Path | None = None
+    isolate: bool = Field(
+        True,
+        description="decode whole recordings in child processes, one per worker: "
+        "PocketSphinx holds the GIL while it decodes, which in-process stops the whole "
+        "server (event loop, /health, other engines) for each decode; live streams stay "
+        "in-process",
+    )
 
 
 class VoskSettings(EngineSettings):
