@@ -9,9 +9,11 @@ one. Each engine thread is one core: "1 CPU" below means ``whisper.cpu_threads=1
 Ray actors reserve half a logical CPU each, so that two of them leave room for Ray
 Data's read tasks on a 2-CPU cluster; the cores they use are their engine threads.
 
-    .venv/bin/python bench/batch.py [--files 6]
+    .venv/bin/python bench/batch.py [--files 6] [--only local1,ray1]
+    .venv/bin/python bench/batch.py --long-minutes 5 --only local1,ray1
 
-Writes bench/results/batch.md and batch.json.
+Writes bench/results/batch.md and batch.json (batch-long.* with --long-minutes: Ray's
+fixed cost, some 16 CPU s per run, against minutes of audio instead of 32 s).
 """
 
 from __future__ import annotations
@@ -29,13 +31,44 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from common import RESULTS, corpus, embedded_base, free_port, machine, markdown_table, peak_rss_mb
 
 
-def _files(count: int) -> list[Path]:
+def _spoken() -> list[Path]:
     # Spoken English in manifest order (3 to 11 s each); the cards clips are a few words.
-    items = [i for i in corpus() if not i.path.name.startswith("pocketsphinx__00")]
-    return [i.path for i in items[:count]]
+    return [i.path for i in corpus() if not i.path.name.startswith("pocketsphinx__00")]
+
+
+def _files(count: int) -> list[Path]:
+    return _spoken()[:count]
+
+
+def _long_files(minutes: float, folder: Path, per_file_s: float = 60.0) -> list[Path]:
+    """Recordings of about ``per_file_s`` each, ``minutes`` in all, joined from the corpus
+    utterances with 1 s pauses; each file starts at another utterance, so no two have the
+    same content (``stts batch`` skips an input whose content it has done)."""
+    from stts.audio import decode_audio
+    from stts.synthetic import float_wav
+
+    clips = [decode_audio(p).samples for p in _spoken()]
+    pause = np.zeros(16_000, dtype=np.float32)
+    files: list[Path] = []
+    total, start = 0.0, 0
+    while total < minutes * 60:
+        parts: list[np.ndarray] = []
+        length, i = 0, start
+        while length < per_file_s * 16_000:
+            clip = clips[i % len(clips)]
+            parts += [clip, pause]
+            length += len(clip) + len(pause)
+            i += 1
+        path = folder / f"long-{len(files):03d}.wav"
+        path.write_bytes(float_wav(np.concatenate(parts), 16_000))
+        files.append(path)
+        total += length / 16_000
+        start += 1
+    return files
 
 
 def raw_loop(files: list[str], threads: int, queue: mp.Queue) -> None:  # type: ignore[type-arg]
@@ -194,21 +227,30 @@ def start_cluster() -> tuple[str, str]:
     return f"127.0.0.1:{port}", temp_dir
 
 
-def run(count: int) -> None:
-    files = [str(p) for p in _files(count)]
+CONFIGS = ("raw2", "raw1", "local1", "ray1", "local2", "ray2")
+
+
+def run(count: int, long_minutes: float, only: tuple[str, ...]) -> None:
+    long_dir = Path(tempfile.mkdtemp(prefix="stts-bench-long-")) if long_minutes else None
+    if long_dir is not None:
+        files = [str(p) for p in _long_files(long_minutes, long_dir)]
+    else:
+        files = [str(p) for p in _files(count)]
     load_at_start = os.getloadavg()[0]
     address, temp_dir = start_cluster()
     rows: list[dict[str, Any]] = []
     try:
-        configs: list[tuple[str, int, Any, tuple[Any, ...]]] = [
-            ("raw faster-whisper loop", 2, raw_loop, (files, 2)),
-            ("raw faster-whisper loop", 1, raw_loop, (files, 1)),
-            ("stts batch (local, 1 worker)", 1, stts_batch, (files, 1, 1, None, 1)),
-            ("stts batch --ray, 1 actor", 1, stts_batch, (files, 1, 1, address, 1)),
-            ("stts batch (local, 2 workers)", 2, stts_batch, (files, 1, 2, None, 1)),
-            ("stts batch --ray, 2 actors", 2, stts_batch, (files, 1, 1, address, 2)),
+        configs: list[tuple[str, str, int, Any, tuple[Any, ...]]] = [
+            ("raw2", "raw faster-whisper loop", 2, raw_loop, (files, 2)),
+            ("raw1", "raw faster-whisper loop", 1, raw_loop, (files, 1)),
+            ("local1", "stts batch (local, 1 worker)", 1, stts_batch, (files, 1, 1, None, 1)),
+            ("ray1", "stts batch --ray, 1 actor", 1, stts_batch, (files, 1, 1, address, 1)),
+            ("local2", "stts batch (local, 2 workers)", 2, stts_batch, (files, 1, 2, None, 1)),
+            ("ray2", "stts batch --ray, 2 actors", 2, stts_batch, (files, 1, 1, address, 2)),
         ]
-        for name, cores, target, args in configs:
+        for key, name, cores, target, args in configs:
+            if key not in only:
+                continue
             print(f"running: {name} ({cores} cores)", flush=True)
             with Processes() as processes:
                 result = measure(target, *args)
@@ -223,12 +265,14 @@ def run(count: int) -> None:
             [str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True
         )
         shutil.rmtree(temp_dir, ignore_errors=True)
+        if long_dir is not None:
+            shutil.rmtree(long_dir, ignore_errors=True)
 
     def baseline(row: dict[str, Any]) -> dict[str, Any] | None:
         local = {1: "stts batch (local, 1 worker)", 2: "stts batch (local, 2 workers)"}
         if "--ray" not in row["name"]:
             return None
-        return next(r for r in rows if r["name"] == local[row["cores"]])
+        return next((r for r in rows if r["name"] == local[row["cores"]]), None)
 
     table = []
     for row in rows:
@@ -254,8 +298,9 @@ def run(count: int) -> None:
     headers = ["configuration", "cores", "wall s", "audio s/s", "first result s"]
     headers += ["CPU s per audio s (all processes)", "Ray vs local: wall", "Ray vs local: CPU"]
     headers += ["driver peak RSS MB", "actor peak RSS MB"]
+    what = "recordings of ~60 s joined from the corpus utterances" if long_dir else "files"
     text = (
-        f"{len(files)} files, {rows[0]['audio']:.1f} s of English audio, Whisper base int8, "
+        f"{len(files)} {what}, {rows[0]['audio']:.1f} s of English audio, Whisper base int8, "
         f"beam 5, language en; {machine()}. Wall time from start to the last result, the "
         "model load (and for Ray the actors' start) included. CPU: user + system time of "
         "every process of the run's PID namespace (the bench, Ray's daemons, the actors). "
@@ -265,22 +310,38 @@ def run(count: int) -> None:
     )
     text += markdown_table(headers, table) + "\n"
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "batch.md").write_text(text)
-    (RESULTS / "batch.json").write_text(json.dumps({"files": files, "rows": rows}, indent=2))
+    stem = "batch-long" if long_dir else "batch"
+    names = [Path(f).name for f in files]
+    (RESULTS / f"{stem}.md").write_text(text)
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"files": names, "rows": rows}, indent=2))
     print(text)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=6)
+    parser.add_argument(
+        "--long-minutes",
+        type=float,
+        default=0.0,
+        help="instead of corpus files: recordings of ~60 s joined from them, this many "
+        "minutes in all (writes batch-long.md), to see Ray's fixed cost amortised",
+    )
+    parser.add_argument(
+        "--only", default=",".join(CONFIGS), help=f"configurations, of {','.join(CONFIGS)}"
+    )
     args = parser.parse_args()
+    only = tuple(c for c in args.only.split(",") if c)
+    if unknown := set(only) - set(CONFIGS):
+        parser.error(f"unknown configuration(s): {', '.join(sorted(unknown))}")
     if os.environ.get("STTS_RAY_NETNS") != "1":
-        # Fixed arguments only: this interpreter, this script and a number.
-        script = 'ip link set lo up && exec "$0" "$1" --files "$2"'
+        # Fixed arguments only: this interpreter, this script, two numbers and checked names.
+        script = 'ip link set lo up && exec "$0" "$1" --files "$2" --long-minutes "$3" --only "$4"'
         command = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "sh", "-c", script]
         env = {**os.environ, "STTS_RAY_NETNS": "1"}
-        sys.exit(subprocess.call([*command, sys.executable, __file__, str(args.files)], env=env))
-    run(args.files)
+        argv = [sys.executable, __file__, str(args.files), str(args.long_minutes), ",".join(only)]
+        sys.exit(subprocess.call([*command, *argv], env=env))
+    run(args.files, args.long_minutes, only)
 
 
 if __name__ == "__main__":

@@ -192,3 +192,20 @@ def test_cli_batch_interrupted_then_finished(tmp_path: Path, cache_dir: Path) ->
     )
     assert bad.returncode == 2 and "no file matches" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_an_unreachable_ray_address_fails_at_once(tmp_path: Path, cache_dir: Path) -> None:
+    """``--ray host:port`` where nothing listens: a one-line error and exit status 2, not
+    Ray's own retries (over 200 s were seen before the reachability check)."""
+    pytest.importorskip("ray")
+    from stts.testing import free_port
+
+    env = {**os.environ, "STTS_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1"}
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    command = [sys.executable, "-m", "stts.cli", "batch", str(corpus_file("pocketsphinx__001.wav"))]
+    command += ["-o", str(tmp_path / "out"), "-e", "pocketsphinx", "--ray", address]
+    # The bound is Ray's retry time, not a speed claim: the check answers in milliseconds.
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 2, done.stderr
+    assert f"cannot join the Ray cluster at '{address}'" in done.stderr
+    assert "nothing answers there" in done.stderr and "Traceback" not in done.stderr
