@@ -95,10 +95,17 @@ def to_srt(transcript: Transcript) -> str:
     return "\n".join(blocks)
 
 
+def _vtt_escape(text: str) -> str:
+    """WebVTT cue text is markup: ``&`` and ``<`` must be written as character references
+    (``&amp;``, ``&lt;``), or "AT&T" and "<b>" become entities and tags; ``>`` as
+    ``&gt;`` too, as the spec's examples do."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def to_vtt(transcript: Transcript) -> str:
-    """WebVTT: header, then ``HH:MM:SS.mmm --> HH:MM:SS.mmm`` cues."""
+    """WebVTT: header, then ``HH:MM:SS.mmm --> HH:MM:SS.mmm`` cues, text escaped."""
     blocks = [
-        f"{_timestamp(start, '.')} --> {_timestamp(end, '.')}\n{text}\n"
+        f"{_timestamp(start, '.')} --> {_timestamp(end, '.')}\n{_vtt_escape(text)}\n"
         for start, end, text in _cues(transcript)
     ]
     return "WEBVTT\n\n" + "\n".join(blocks)

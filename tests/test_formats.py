@@ -133,6 +133,20 @@ def test_cue_text_cannot_forge_cues_in_vtt() -> None:
     assert len(blocks) == 4  # the header and one block per segment
     assert body.count("-->") == 3
     assert len(_cue_times(body, ".")) == 3
-    assert blocks[1][1:] == ["x", "2", "00:00:05,000 -> 00:00:06,000", "injected cue"]
-    assert blocks[2][1:] == ["a", "00:00:05.000 -> 00:00:06.000", "b"]
+    assert blocks[1][1:] == ["x", "2", "00:00:05,000 -&gt; 00:00:06,000", "injected cue"]
+    assert blocks[2][1:] == ["a", "00:00:05.000 -&gt; 00:00:06.000", "b"]
     assert "\r" not in body
+
+
+def test_vtt_cue_text_is_escaped_and_srt_kept() -> None:
+    """WebVTT cue text is markup (``&`` and ``<`` start references and tags); SubRip has
+    no escaping, its players read the text as it is."""
+    said = Transcript(
+        text="AT&T <b>bold</b> 3 > 2",
+        segments=(Segment(0, 0.0, 1.0, "AT&T <b>bold</b> 3 > 2 &amp;"),),
+        duration=1.0,
+    )
+    assert _blocks(render(said, "vtt"))[1][1:] == [
+        "AT&amp;T &lt;b&gt;bold&lt;/b&gt; 3 &gt; 2 &amp;amp;"
+    ]
+    assert _blocks(render(said, "srt"))[0][2:] == ["AT&T <b>bold</b> 3 > 2 &amp;"]
