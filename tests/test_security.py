@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -298,3 +299,121 @@ def test_docs_and_metrics_need_a_key_when_keys_are_set(guarded: LiveServer) -> N
         assert httpx.get(f"{guarded.url}{path}", headers=client).status_code == 401, path
         with_key = [*client, ("X-API-Key", "secret-alice")]
         assert httpx.get(f"{guarded.url}{path}", headers=with_key).status_code == 200, path
+
+
+# Issue 17: several trusted proxies, bucket eviction, malformed api_keys_file lines.
+
+
+@pytest.fixture(scope="module")
+def proxied(settings: Settings) -> Iterator[LiveServer]:
+    """Two layers of trusted proxies (the test client itself and 10.0.0.0/8), one request
+    a minute with a burst of 1, and room for only three buckets."""
+    conf = Settings(
+        cache_dir=settings.cache_dir,
+        engines=["pocketsphinx"],
+        default_engine="pocketsphinx",
+        trusted_proxies=["127.0.0.1/32", "10.0.0.0/8"],
+        rate_limit={"requests_per_minute": 1, "burst": 1, "max_clients": 3},
+    )
+    with LiveServer(conf) as live:
+        yield live
+
+
+def _post(live: LiveServer, *lines: str) -> int:
+    return httpx.post(f"{live.url}/api/v1/stt", files=EMPTY_WAV, headers=_xff(*lines)).status_code
+
+
+def test_the_client_behind_several_trusted_proxies_is_the_right_most_untrusted_hop(
+    proxied: LiveServer,
+) -> None:
+    """client -> proxy 10.0.0.5 -> proxy 10.1.2.3 -> stts (peer 127.0.0.1, trusted): the
+    rate-limit identity is the client, whatever it wrote to the left of itself."""
+    client = "198.51.100.50"
+    assert _post(proxied, f"192.0.2.1, {client}, 10.0.0.5", "10.1.2.3") == 400
+    # Same client, other forged hops on its left, the proxies in one line: same bucket.
+    assert _post(proxied, f"192.0.2.99, 192.0.2.98, {client}, 10.0.0.5, 10.1.2.3") == 429
+    # A trusted address written further left does not hide the client either.
+    assert _post(proxied, f"198.51.100.51, 10.0.0.7, {client}, 10.0.0.5", "10.1.2.3") == 429
+    # Another client behind the same two proxies has its own bucket (a server that took
+    # the right-most hop, a proxy, would put every client in one bucket).
+    assert _post(proxied, f"{client}, 198.51.100.52, 10.0.0.5", "10.1.2.3") == 400
+
+
+def test_the_least_recently_used_bucket_is_dropped_beyond_max_clients(
+    proxied: LiveServer,
+) -> None:
+    """max_clients = 3: a fourth client drops the bucket used longest ago, which then
+    starts full again; a bucket used recently is kept, still empty."""
+    a, b, c, d = (f"198.51.100.{60 + i}" for i in range(4))
+    assert _post(proxied, a) == 400
+    assert _post(proxied, b) == 400
+    assert _post(proxied, a) == 429  # a is now the most recently used
+    assert _post(proxied, c) == 400
+    assert _post(proxied, d) == 400  # four clients: b, used longest ago, is dropped
+    assert _post(proxied, a) == 429  # kept: still empty (insertion order would drop it)
+    assert _post(proxied, b) == 400  # dropped, so it starts full again
+    assert _post(proxied, b) == 429
+
+
+def _key_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "keys"
+    path.write_bytes(text.encode())
+    return path
+
+
+def _hex(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def test_key_file_skips_blank_lines_and_comments_and_names_unnamed_lines(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from stts.api.edge import load_api_keys
+
+    text = (
+        "\ufeff# keys of the team\n"  # a byte-order mark, as some editors write one
+        "\n"
+        "   \t \n"
+        f"alice {_hex('k-alice')}   # alice's laptop\n"
+        f"sha256:{_hex('k-anon')}\r\n"  # CRLF, prefix, no name: named after its line
+        f"  bob\tsha256:{_hex('k-bob').upper()}\n"
+        "# the end"
+    )
+    keys = load_api_keys(_settings(settings.cache_dir, api_keys_file=_key_file(tmp_path, text)))
+    assert keys == {
+        "alice": hashlib.sha256(b"k-alice").digest(),
+        "file5": hashlib.sha256(b"k-anon").digest(),
+        "bob": hashlib.sha256(b"k-bob").digest(),
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("secret-typed-in-plain\n", "line 1: expected '[name] <sha256 hex>'"),
+        (f"# c\nalice {_hex('x')} extra\n", "line 2: expected"),
+        (f"alice {_hex('x')[:-1]}\n", "line 1: expected"),
+        (f"alice sha256:{_hex('x')}z\n", "line 1: expected"),
+        (f"al/ice {_hex('x')}\n", "line 1: a key name is"),
+        (f"alice {_hex('x')}\nalice {_hex('y')}\n", "'alice' is given twice"),
+        (f"alice {_hex('x')}\n\nbob {_hex('x')}\n", "same API key is given twice"),
+        (f"{_hex('x')}\nfile1 {_hex('y')}\n", "'file1' is given twice"),
+        (b"alice \xff\xfe\n", "not UTF-8"),
+    ],
+)
+def test_a_bad_key_file_line_is_one_config_error_naming_the_line(
+    settings: Settings, tmp_path: Path, text: str | bytes, expected: str
+) -> None:
+    path = tmp_path / "keys"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ConfigError, match=re.escape(expected)) as caught:
+        create_app(_settings(settings.cache_dir, api_keys_file=path))
+    message = caught.value.message
+    assert "\n" not in message and "secret-typed" not in message and "extra" not in message
+
+
+def test_an_unreadable_key_file_is_a_config_error(settings: Settings, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        create_app(_settings(settings.cache_dir, api_keys_file=tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="is not a file"):
+        create_app(_settings(settings.cache_dir, api_keys_file=tmp_path))

@@ -338,10 +338,18 @@ def _digest(key: str, where: str) -> bytes:
 
 
 def _read_key_file(path: Path) -> list[tuple[str, str, bytes]]:
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"api_keys_file {path} does not exist")
+    if not path.is_file():
+        raise ConfigError(f"api_keys_file {path} is not a file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # an editor's byte-order mark is no key
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"api_keys_file {path} is not UTF-8 (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"api_keys_file {path} cannot be read: {exc.strerror}") from None
     entries = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
