@@ -1,0 +1,5 @@
+"""``python -m stts.cli``: the console script."""
+
+from stts.cli import main
+
+main()
