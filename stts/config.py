@@ -8,6 +8,7 @@ arguments) > environment variables (``STTS_*``, nested with ``__``, e.g.
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -268,6 +269,10 @@ class RateLimitSettings(BaseModel):
     )
 
 
+_TOML_FILE: ContextVar[Path | None] = ContextVar("stts_toml_file", default=None)
+"""The TOML file that :meth:`Settings.load` is reading, for the settings sources."""
+
+
 class Settings(BaseSettings):
     """All configuration of stts."""
 
@@ -422,7 +427,8 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Overrides > environment > TOML file > defaults."""
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_TOML_FILE.get())
+        return (init_settings, env_settings, toml)
 
     @classmethod
     def load(cls, config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
@@ -435,10 +441,13 @@ class Settings(BaseSettings):
         if not toml_path.is_file():
             raise InvalidRequest(f"config file not found: {toml_path}")
 
-        class _FromFile(cls):  # type: ignore[valid-type,misc]
-            model_config = SettingsConfigDict(**{**cls.model_config, "toml_file": toml_path})
-
-        return _FromFile(**clean)
+        # A plain Settings, not a subclass made here: engines that run in a process of
+        # their own (PocketSphinx) get the settings pickled, and a local class is not.
+        token = _TOML_FILE.set(toml_path)
+        try:
+            return cls(**clean)
+        finally:
+            _TOML_FILE.reset(token)
 
     def engine_settings(self, name: str) -> EngineSettings:
         """The nested settings of one engine (defaults for engines without a section)."""
