@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -194,14 +195,21 @@ def long_form_scores(
         p.start + (alone[p.clip].words[0][0] if alone[p.clip].words else 0.0)
         for p in recording.placements
     ]
-    score = synthetic.score_long_form(recording, hyp.words, normalize_text, starts=starts)
+    alone_texts = [alone[p.clip].text for p in recording.placements]
+    score = synthetic.score_long_form(
+        recording, hyp.words, normalize_text, starts=starts, alone=alone_texts
+    )
     energy = synthetic.score_long_form(recording, hyp.words, normalize_text)
     return {
         "wer": word_error_rate([recording.reference], [hyp.text]),
         "lost_runs": list(score.lost_runs),
         "inserted_runs": list(score.inserted_runs),
+        "lost_vs_alone": list(score.lost_vs_alone),
         "onset_errors": score.onset_errors,
         "onsets_within_0_5": score.onsets_within(0.5),
+        "heard_onsets_within_0_5": score.heard_onsets_within(0.5),
+        "first_words_heard": sum(e != float("inf") for e in score.onset_errors)
+        / max(1, len(score.onset_errors)),
         "onset_median": float(np.median(score.onset_errors)),
         "energy_onsets_within_0_5": energy.onsets_within(0.5),
         "rtf": hyp.seconds / (len(recording.samples) / SAMPLE_RATE),
@@ -215,12 +223,15 @@ LONG_FORM_HEADERS = [
     "per-file WER",
     "diff (points)",
     "lost runs",
+    "of which heard alone",
     "inserted runs",
     "onsets within 0.5 s of alone",
+    "of first words heard",
     "of energy onset",
     "median onset error",
     "words in music",
     "RTF",
+    "load avg",
 ]
 
 
@@ -289,7 +300,11 @@ def long_form_rows(
         report.long_intro = (
             ", ".join(intro)
             + ". Per-file WER: the same utterances, each clip cut from the recording and "
-            "transcribed alone by the same set-up. First-word times: against where the "
+            "transcribed alone by the same set-up. WER: Whisper's EnglishTextNormalizer "
+            "(whisper-normalizer) and jiwer; runs and first words are aligned word by word "
+            "(stts.evaluation.normalize_text). Lost runs heard alone: lost runs with >= 5 "
+            "words that the same set-up hears when the clip is alone (what the long "
+            "recording itself lost). First-word times: against where the "
             "clip went plus its first word's time alone, and against the clip's energy "
             "onset (model-free, but a breath or a noisy lead-in counts). Goals: "
             "long-form WER within 1 point of it; no lost or inserted run of >= 5 words; "
@@ -310,7 +325,12 @@ def long_form_rows(
             per_file_wer = word_error_rate(
                 order, [alone[p.clip].text for p in recording.placements]
             )
-            scores.update(variant=variant, setup=setup, per_file_wer=per_file_wer)
+            scores.update(
+                variant=variant,
+                setup=setup,
+                per_file_wer=per_file_wer,
+                load=os.getloadavg()[0],  # 1-minute load average when the set-up finished
+            )
             if recording.music_span is not None:
                 lo, hi = recording.music_span
                 scores["words_in_music"] = sum(lo + 0.5 <= t < hi - 0.5 for t, _w in hyp.words)
@@ -323,12 +343,16 @@ def long_form_rows(
                 f"{per_file_wer * 100:.1f} %",
                 f"{(scores['wer'] - per_file_wer) * 100:+.1f}",
                 f"{len(lost)} ({sum(lost)} words)",
+                f"{len(scores['lost_vs_alone'])} ({sum(scores['lost_vs_alone'])} words)",
                 f"{len(ins)} ({sum(ins)} words)",
                 f"{scores['onsets_within_0_5'] * 100:.0f} %",
+                f"{scores['heard_onsets_within_0_5'] * 100:.0f} % of "
+                f"{scores['first_words_heard'] * 100:.0f} %",
                 f"{scores['energy_onsets_within_0_5'] * 100:.0f} %",
                 f"{scores['onset_median']:.2f} s",
                 scores.get("words_in_music", "-"),
                 f"{scores['rtf']:.3f}",
+                f"{scores['load']:.1f}",
             ]
             report.long_rows.append(row)
             report.write()

@@ -7,6 +7,7 @@ arguments) > environment variables (``STTS_*``, nested with ``__``, e.g.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from contextvars import ContextVar
 from pathlib import Path
@@ -88,6 +89,15 @@ class WhisperSettings(EngineSettings):
         description="decode only what Silero VAD hears as speech (off: Whisper writes "
         "'Thank you.' and loops on music and noise, and spends 1-3 s per second of it)",
     )
+    vad_threshold: float = Field(
+        0.5, gt=0, lt=1, description="Silero speech probability above which a frame is speech"
+    )
+    vad_min_silence_ms: int = Field(
+        2000, ge=0, description="silence that ends a VAD speech chunk (shorter pauses kept)"
+    )
+    vad_speech_pad_ms: int = Field(
+        400, ge=0, description="audio kept either side of each VAD speech chunk"
+    )
     no_speech_threshold: float | None = Field(
         0.6, ge=0, le=1, description="a window is silent above this no-speech probability..."
     )
@@ -104,6 +114,11 @@ class WhisperSettings(EngineSettings):
         False,
         description="prompt each 30 s window with the text before it (on: one window's "
         "mistake or loop carries into the next)",
+    )
+    stream_short_context: bool = Field(
+        False,
+        description="live streams: run the encoder on the buffered audio only, not on a "
+        "30 s window (about 4x less CPU per pass; see README, Streaming engines)",
     )
     batch_size: int = Field(
         1, ge=1, le=64, description="windows decoded together across requests; 1 = no batching"
@@ -358,6 +373,11 @@ class Settings(BaseSettings):
         description="also serve the Wyoming protocol (Home Assistant) on tcp://host:port "
         "or unix:///path; needs the wyoming extra",
     )
+    wyoming_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="client addresses/CIDRs the Wyoming TCP listener serves; none: every "
+        "client that can reach it (Wyoming has no keys)",
+    )
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -383,8 +403,24 @@ class Settings(BaseSettings):
     )
 
     _split = field_validator(
-        "engines", "fallback", "api_keys", "trusted_proxies", "cors_origins", mode="before"
+        "engines",
+        "fallback",
+        "api_keys",
+        "trusted_proxies",
+        "cors_origins",
+        "wyoming_allow",
+        mode="before",
     )(_split_commas)
+
+    @field_validator("wyoming_allow")
+    @classmethod
+    def _wyoming_allow(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"wyoming_allow: {entry!r} is not an IP address or CIDR") from None
+        return value
 
     @field_validator("cors_origins")
     @classmethod

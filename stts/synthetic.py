@@ -19,6 +19,7 @@ import functools
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -310,10 +311,37 @@ class LongFormScore:
     onset_errors: tuple[float, ...]
     """Per utterance: |time of the word heard for its first word - where its speech
     was placed| (inf when its first word was not heard)."""
+    lost_vs_alone: tuple[int, ...] = ()
+    """Of the lost runs, those in which >= 5 reference words that the same set-up hears
+    when each clip is transcribed alone are missing from the long transcript (what the
+    long recording itself lost, not what the model cannot hear in any case); the count
+    is those words. Empty when no alone transcripts were given."""
 
     def onsets_within(self, seconds: float) -> float:
         """Share of utterances whose first word is placed within ``seconds``."""
         return sum(e <= seconds for e in self.onset_errors) / max(1, len(self.onset_errors))
+
+    def heard_onsets_within(self, seconds: float) -> float:
+        """The same share among utterances whose first word the transcript has."""
+        heard = [e for e in self.onset_errors if e != float("inf")]
+        return sum(e <= seconds for e in heard) / max(1, len(heard))
+
+
+def _matched(ref: list[str], hyp: list[str]) -> tuple[Any, dict[int, int], set[int]]:
+    """jiwer's alignment, reference index -> transcript index for aligned words
+    (equal or substituted), and the reference indices heard exactly."""
+    import jiwer
+
+    alignment = jiwer.process_words(" ".join(ref), " ".join(hyp) or "<nothing>").alignments[0]
+    matched: dict[int, int] = {}
+    equal: set[int] = set()
+    for chunk in alignment:
+        if chunk.type in ("equal", "substitute"):
+            for k in range(chunk.ref_end_idx - chunk.ref_start_idx):
+                matched[chunk.ref_start_idx + k] = chunk.hyp_start_idx + k
+                if chunk.type == "equal":
+                    equal.add(chunk.ref_start_idx + k)
+    return alignment, matched, equal
 
 
 def score_long_form(
@@ -322,12 +350,13 @@ def score_long_form(
     normalize: Callable[[str], str],
     run: int = 5,
     starts: Sequence[float] | None = None,
+    alone: Sequence[str] | None = None,
 ) -> LongFormScore:
     """Align the transcript's words (start time, word) with the joined references
     (jiwer, after ``normalize``): lost and inserted runs and first-word time errors,
-    against ``starts`` (one per placement) or else each placement's ``speech_start``."""
-    import jiwer
-
+    against ``starts`` (one per placement) or else each placement's ``speech_start``.
+    ``alone`` (one transcript per placement, each clip transcribed on its own) adds
+    :attr:`LongFormScore.lost_vs_alone`."""
     ref: list[str] = []
     first: list[int] = []
     for placement in recording.placements:
@@ -339,27 +368,34 @@ def score_long_form(
         for token in normalize(word).split():
             hyp.append(token)
             times.append(start)
-    alignment = jiwer.process_words(" ".join(ref), " ".join(hyp) or "<nothing>").alignments[0]
-    matched: dict[int, int] = {}
+    alignment, matched, equal = _matched(ref, hyp)
+    heard_alone: set[int] = set()
+    if alone is not None:
+        alone_hyp = [t for text in alone for t in normalize(text).split()]
+        heard_alone = _matched(ref, alone_hyp)[2]
     lost: list[int] = []
+    lost_alone: list[int] = []
     inserted: list[int] = []
-    region = [0, 0]  # reference words, transcript words since the last match
+    region = [0, 0, -1]  # reference words, transcript words since the last match, start
     for chunk in [*alignment, None]:
         if chunk is None or chunk.type == "equal":
             if region[0] - region[1] >= run:
                 lost.append(region[0] - region[1])
+                span = range(region[2], region[2] + region[0])
+                missing = sum(1 for i in span if i in heard_alone and i not in equal)
+                if missing >= run:
+                    lost_alone.append(missing)
             if region[1] - region[0] >= run:
                 inserted.append(region[1] - region[0])
-            region = [0, 0]
+            region = [0, 0, -1]
         else:
+            if region[2] < 0:
+                region[2] = chunk.ref_start_idx
             region[0] += chunk.ref_end_idx - chunk.ref_start_idx
             region[1] += chunk.hyp_end_idx - chunk.hyp_start_idx
-        if chunk is not None and chunk.type in ("equal", "substitute"):
-            for k in range(chunk.ref_end_idx - chunk.ref_start_idx):
-                matched[chunk.ref_start_idx + k] = chunk.hyp_start_idx + k
     expected = starts if starts is not None else [p.speech_start for p in recording.placements]
     errors = tuple(
         abs(times[matched[i]] - at) if i in matched else float("inf")
         for at, i in zip(expected, first, strict=True)
     )
-    return LongFormScore(tuple(lost), tuple(inserted), errors)
+    return LongFormScore(tuple(lost), tuple(inserted), errors, tuple(lost_alone))

@@ -85,6 +85,14 @@ def test_the_long_form_scorer_sees_lost_and_repeated_passages() -> None:
     first = recording.placements[0]
     dropped = [w for w in perfect if w[0] != first.speech_start]
     assert synthetic.score_long_form(recording, dropped, normalize_text).lost_runs
+    # Lost against what the clips give alone: only words heard alone count as lost.
+    heard = [p.reference for p in recording.placements]
+    score = synthetic.score_long_form(recording, dropped, normalize_text, alone=heard)
+    assert score.lost_vs_alone == (len(first.reference.split()),)
+    deaf = ["" if p is first else p.reference for p in recording.placements]
+    score = synthetic.score_long_form(recording, dropped, normalize_text, alone=deaf)
+    assert score.lost_runs and score.lost_vs_alone == ()
+    assert score.heard_onsets_within(0.01) == 1.0 > score.onsets_within(0.01)
     looped = perfect + [(perfect[-1][0], "you")] * 8
     assert synthetic.score_long_form(recording, looped, normalize_text).inserted_runs == (8,)
     late = [(t + 0.8 if t == first.speech_start else t, w) for t, w in perfect]
@@ -120,3 +128,16 @@ def test_two_minute_recording_keeps_every_utterance_once_and_in_place(
     references = [p.reference for p in recording.placements]
     per_file = word_error_rate(references, [alone[p.clip].text for p in recording.placements])
     assert word_error_rate([recording.reference], [long.text]) <= per_file + 0.01
+
+
+def test_vad_settings_reach_faster_whisper_and_requests_override_them() -> None:
+    from faster_whisper.vad import VadOptions
+
+    from stts.engines.base import VadParameters
+    from stts.engines.whisper import _vad_parameters
+
+    defaults = Settings().whisper
+    assert VadOptions(**_vad_parameters(defaults, None)) == VadOptions()
+    tuned = Settings(whisper={"vad_threshold": 0.3, "vad_speech_pad_ms": 200}).whisper
+    asked = _vad_parameters(tuned, VadParameters(speech_pad_ms=100))
+    assert asked == {"threshold": 0.3, "min_silence_duration_ms": 2000, "speech_pad_ms": 100}

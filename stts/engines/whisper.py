@@ -45,7 +45,7 @@ from stts.transcript import Segment, Transcript, join_segment_texts
 
 if TYPE_CHECKING:
     from stts.audio import AudioArray
-    from stts.config import Settings
+    from stts.config import Settings, WhisperSettings
 
 logger = logging.getLogger(__name__)
 
@@ -159,16 +159,21 @@ def assemble_embedded_model(model: EmbeddedModel, cache_dir: Path) -> Path:
     return target
 
 
-def _vad_parameters(vad: VadParameters | None) -> dict[str, float] | None:
-    """faster-whisper's VadOptions fields for the ones a request set."""
-    if vad is None:
-        return None
-    named = {
-        "threshold": vad.threshold,
-        "min_silence_duration_ms": vad.min_silence_ms,
-        "speech_pad_ms": vad.speech_pad_ms,
+def _vad_parameters(cfg: WhisperSettings, vad: VadParameters | None) -> dict[str, float]:
+    """faster-whisper's VadOptions fields: the settings, overridden by what a request set."""
+    named: dict[str, float] = {
+        "threshold": cfg.vad_threshold,
+        "min_silence_duration_ms": cfg.vad_min_silence_ms,
+        "speech_pad_ms": cfg.vad_speech_pad_ms,
     }
-    return {k: v for k, v in named.items() if v is not None} or None
+    if vad is not None:
+        asked = {
+            "threshold": vad.threshold,
+            "min_silence_duration_ms": vad.min_silence_ms,
+            "speech_pad_ms": vad.speech_pad_ms,
+        }
+        named.update({k: v for k, v in asked.items() if v is not None})
+    return named
 
 
 @functools.lru_cache(maxsize=32)
@@ -375,7 +380,7 @@ class WhisperEngine(Engine):
             temperature=temperature,
             initial_prompt=options.initial_prompt or None,
             vad_filter=cfg.vad_filter if options.vad_filter is None else options.vad_filter,
-            vad_parameters=_vad_parameters(options.vad),
+            vad_parameters=_vad_parameters(cfg, options.vad),
             word_timestamps=options.word_timestamps,
             max_new_tokens=_token_cap(len(audio) / 16_000),
             no_speech_threshold=cfg.no_speech_threshold,
@@ -411,6 +416,7 @@ class WhisperEngine(Engine):
             model_name=self.model,
             multilingual=self._multilingual,
             beam_size=options.beam_size or self.settings.whisper.beam_size,
+            short_context=self.settings.whisper.stream_short_context,
         )
 
     def detect_language(self, audio: AudioArray) -> list[tuple[str, float]]:
