@@ -6,32 +6,34 @@ chain (engines that cannot do the task skipped, never after a stream has handed 
 text), answers digital silence without any engine, enforces each request's deadline
 and, on a graceful stop, refuses new work (:meth:`EngineManager.drain`) and then
 answers what is still waiting (:meth:`EngineManager.abort`).
+
+Its parts live beside it: :mod:`stts.fallback` (one request's attempts and labels),
+:mod:`stts.deadlines` (waiting on a job, cut short by the stop), :mod:`stts.language_guess`
+and :mod:`stts.engine_report`; the names others import stay importable from here.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextlib
 import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from dataclasses import replace
+from typing import TypeVar
 
 import numpy as np
 
-from stts.audio import SAMPLE_RATE, AudioArray, DecodedAudio, is_silent
+from stts.audio import SAMPLE_RATE, AudioArray, DecodedAudio
 from stts.config import Settings
+from stts.deadlines import JobWaits
+from stts.engine_report import engine_report
 from stts.engines.base import (
     Availability,
     CancelToken,
     Capabilities,
-    Engine,
     SegmentCallback,
     TranscribeOptions,
 )
@@ -39,13 +41,12 @@ from stts.engines.registry import engine_names, get_engine_class
 from stts.errors import (
     EngineError,
     InvalidRequest,
-    Overloaded,
     SttsError,
-    TranscriptionFailed,
-    TranscriptionTimeout,
     UnknownEngine,
     UnknownModel,
 )
+from stts.fallback import advance, attempts, gated_transcribe
+from stts.language_guess import LanguageGuess, guess_language
 from stts.languages import check_language
 from stts.slots import (
     SHUTDOWN_RETRY_AFTER_S,
@@ -53,11 +54,9 @@ from stts.slots import (
     Reservation,
     SlotKey,
     SlotStats,
-    job_clock,
     shutting_down,
 )
-from stts.transcript import Segment, Transcript, fit_times
-from stts.vad import has_speech
+from stts.transcript import Transcript
 
 logger = logging.getLogger(__name__)
 
@@ -74,28 +73,6 @@ __all__ = [
     "engine_report",
     "shutting_down",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class LanguageGuess:
-    """The spoken language as one engine judges it."""
-
-    language: str
-    probability: float
-    ranked: tuple[tuple[str, float], ...]
-    """The most likely languages with their probabilities, best first."""
-    engine: str
-    model: str
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly view."""
-        return {
-            "language": self.language,
-            "probability": self.probability,
-            "languages": [{"language": lang, "probability": p} for lang, p in self.ranked],
-            "engine": self.engine,
-            "model": self.model,
-        }
 
 
 class EngineManager:
@@ -115,11 +92,7 @@ class EngineManager:
             get_engine_class(name)  # fail fast on a typo in the config
         self._stop = threading.Event()
         self._draining = False
-        # Set when the graceful stop's deadline passes: every request still waiting on an
-        # engine is answered ShuttingDown and its engine job is cancelled.
-        self._aborted = threading.Event()
-        self._abort_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
-        self._abort_lock = threading.Lock()
+        self._waits = JobWaits(settings)
         self._start_reaper()
 
     # -- lookup ---------------------------------------------------------------
@@ -128,7 +101,8 @@ class EngineManager:
         """Call ``observer(transcript, seconds)`` after every successful transcription."""
         self._observers.append(observer)
 
-    def _observe(self, transcript: Transcript, started: float) -> Transcript:
+    def observe(self, transcript: Transcript, started: float) -> Transcript:
+        """Tell the observers about a transcription that began at ``started``; returns it."""
         elapsed = time.perf_counter() - started
         for observer in self._observers:
             try:
@@ -204,7 +178,7 @@ class EngineManager:
     @property
     def aborted(self) -> bool:
         """True once :meth:`abort` was called."""
-        return self._aborted.is_set()
+        return self._waits.aborted
 
     def drain(self) -> None:
         """Admit nothing new; requests already admitted go on."""
@@ -214,28 +188,7 @@ class EngineManager:
         """The grace period is over: answer every waiting request ShuttingDown now and
         cancel its engine job (a running engine stops at its next segment)."""
         self._draining = True
-        self._aborted.set()
-        with self._abort_lock:
-            waiters = list(self._abort_waiters)
-        for loop, waiter in waiters:
-            with contextlib.suppress(RuntimeError):  # that loop is closed already
-                loop.call_soon_threadsafe(_resolve, waiter)
-
-    @contextmanager
-    def _abort_waiter(self) -> Iterator[asyncio.Future[None]]:
-        """A future of the running loop that completes when :meth:`abort` is called."""
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        entry = (loop, waiter)
-        with self._abort_lock:
-            self._abort_waiters.add(entry)
-        if self._aborted.is_set():
-            waiter.set_result(None)
-        try:
-            yield waiter
-        finally:
-            with self._abort_lock:
-                self._abort_waiters.discard(entry)
+        self._waits.abort()
 
     async def await_job(self, future: Future[T], cancel: CancelToken, timeout: float) -> T:
         """Wait for one engine job without blocking the loop.
@@ -246,63 +199,11 @@ class EngineManager:
         (TranscriptionTimeout, 504). The job is also stopped when the caller goes away
         (CancelledError) or the graceful stop runs out of time (ShuttingDown).
         """
-        wrapped = asyncio.wrap_future(future)
-        with self._abort_waiter() as aborted:
-            for phase, point, limit in self._phases(future, timeout):
-                waiting: set[asyncio.Future[Any]] = {wrapped, aborted}
-                if point is not None:
-                    waiting.add(asyncio.wrap_future(point))
-                try:
-                    done, _ = await asyncio.wait(
-                        waiting, timeout=limit, return_when=asyncio.FIRST_COMPLETED
-                    )
-                except asyncio.CancelledError:  # the client went away
-                    self._give_up(future, cancel)
-                    raise
-                if wrapped in done:
-                    return wrapped.result()
-                if aborted in done or not done:
-                    self._give_up(future, cancel)
-                    wrapped.cancel()  # nobody reads what the job still ends with
-                    if aborted in done:
-                        raise shutting_down("the server is shutting down; the request was stopped")
-                    raise self._late(phase, limit)
-        raise AssertionError("unreachable: the last phase ends with the job or a limit")
+        return await self._waits.await_job(future, cancel, timeout)
 
     def wait_job(self, future: Future[T], cancel: CancelToken, timeout: float) -> T:
         """Blocking :meth:`await_job` (CLI and library), with the same deadlines."""
-        for phase, point, limit in self._phases(future, timeout):
-            waiting: list[Future[Any]] = [future] if point is None else [future, point]
-            concurrent.futures.wait(waiting, timeout=limit, return_when="FIRST_COMPLETED")
-            if future.done():
-                return future.result()
-            if point is None or not point.done():
-                self._give_up(future, cancel)
-                raise self._late(phase, limit)
-        raise AssertionError("unreachable: the last phase ends with the job or a limit")
-
-    def _phases(
-        self, future: Future[Any], timeout: float
-    ) -> list[tuple[str, Future[None] | None, float | None]]:
-        """What a job is waited for in turn: a worker, the model, then its work."""
-        clock = job_clock(future)
-        work: tuple[str, Future[None] | None, float | None] = ("work", None, timeout)
-        if clock is None:
-            return [work]
-        return [
-            ("queue", clock.picked, self.settings.queue_timeout_s),
-            ("load", clock.started, None),
-            work,
-        ]
-
-    @staticmethod
-    def _late(phase: str, limit: float | None) -> SttsError:
-        if phase == "queue":
-            return Overloaded(
-                f"no worker was free within {limit:g} s (queue_timeout_s); retry later",
-                retry_after=SHUTDOWN_RETRY_AFTER_S,
-            )
-        return _timed_out(limit or 0.0)
+        return self._waits.wait_job(future, cancel, timeout)
 
     def probe(self, name: str) -> Availability:
         """Installed / model found, without loading (cheap)."""
@@ -405,83 +306,6 @@ class EngineManager:
             raise InvalidRequest("audio must be 16 kHz mono: a one-dimensional array")
         return arr
 
-    @staticmethod
-    def _label(result: Transcript, key: SlotKey, attempts: list[str]) -> Transcript:
-        return replace(
-            fit_times(result),  # no cue may end after the audio does
-            engine=key[0],
-            model=key[1],
-            fallback=len(attempts) > 1,
-            attempts=tuple(attempts),
-        )
-
-    def _attempts(
-        self,
-        samples: AudioArray,
-        key: SlotKey,
-        options: TranscribeOptions,
-        on_segment: SegmentCallback | None,
-        cancel: CancelToken,
-        reservation: Reservation | None = None,
-        on_engine: Callable[[SlotKey], None] | None = None,
-    ) -> Generator[Future[Transcript], Transcript, Transcript]:
-        """Walk the fallback chain: yield each attempt's future, get its result sent back.
-
-        The caller waits on each future (blocking or with ``await``) and sends the
-        transcript in, or throws the :class:`EngineError` in to move to the next engine.
-        Once an engine has handed out a segment, its failure is final: a fallback would
-        mix two engines' text in one answer.
-        """
-        if reservation is not None and reservation.key != key:
-            raise ValueError("the reservation belongs to another engine")
-        attempts: list[str] = []
-        started = time.perf_counter()
-        emitted = False
-
-        def counted(segment: Segment) -> None:
-            nonlocal emitted
-            emitted = True
-            assert on_segment is not None
-            on_segment(segment)
-
-        if is_silent(samples):  # nothing to hear: no model time for silence
-            if reservation is not None:
-                reservation.release()
-            if on_engine is not None:
-                on_engine(key)
-            silent = Transcript(
-                text="",
-                segments=(),
-                duration=round(len(samples) / SAMPLE_RATE, 3),
-                language=options.language,
-                model=key[1],
-                task=options.task,
-            )
-            return self._observe(self._label(silent, key, [key[0]]), started)
-        chain = self.chain(key, options)
-        for index, candidate in enumerate(chain):
-            attempts.append(candidate[0])
-            if on_engine is not None:
-                on_engine(candidate)
-            future = self.submit_attempt(
-                candidate,
-                samples,
-                options,
-                on_segment=counted if on_segment is not None else None,
-                cancel=cancel,
-                reservation=reservation if candidate == key else None,
-            )
-            try:
-                result = yield future
-            except EngineError as exc:
-                if emitted or index == len(chain) - 1:
-                    logger.warning("engine %s failed: %s", candidate[0], exc.message)
-                    raise
-                logger.warning("engine %s failed: %s; trying the next", candidate[0], exc.message)
-                continue
-            return self._observe(self._label(result, candidate, attempts), started)
-        raise AssertionError("the fallback chain is never empty")
-
     def submit_attempt(
         self,
         key: SlotKey,
@@ -497,7 +321,7 @@ class EngineManager:
         if self.settings.engine_settings(key[0]).speech_gate:
             return self.slot(key).submit_call(
                 functools.partial(
-                    _gated_transcribe,
+                    gated_transcribe,
                     samples=samples,
                     options=options,
                     on_segment=on_segment,
@@ -509,25 +333,6 @@ class EngineManager:
         return self.slot(key).submit(
             samples, options, on_segment=on_segment, cancel=cancel, reservation=reservation
         )
-
-    @staticmethod
-    def _advance(
-        run: Generator[Future[Transcript], Transcript, Transcript],
-        result: Transcript | None = None,
-        error: EngineError | None = None,
-    ) -> Future[Transcript] | Transcript:
-        """The next attempt's future, or the final transcript."""
-        try:
-            if error is not None:
-                return run.throw(error)
-            return run.send(result) if result is not None else next(run)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-
-    @staticmethod
-    def _give_up(future: Future[Any], cancel: CancelToken) -> None:
-        cancel.cancel()  # a running engine stops at its next segment
-        future.cancel()  # a queued job never starts
 
     async def transcribe_async(
         self,
@@ -552,7 +357,8 @@ class EngineManager:
         if reservation is None and self._draining:
             raise shutting_down()
         timeout = self.deadline(len(samples) / SAMPLE_RATE)
-        run = self._attempts(
+        run = attempts(
+            self,
             samples,
             key,
             options or TranscribeOptions(),
@@ -561,14 +367,14 @@ class EngineManager:
             reservation,
             on_engine,
         )
-        step = self._advance(run)
+        step = advance(run)
         while isinstance(step, Future):
             try:
                 result = await self.await_job(step, cancel, timeout)
             except EngineError as exc:
-                step = self._advance(run, error=exc)
+                step = advance(run, error=exc)
                 continue
-            step = self._advance(run, result=result)
+            step = advance(run, result=result)
         return step
 
     def transcribe(
@@ -585,17 +391,22 @@ class EngineManager:
         samples = self._samples(audio)
         cancel = cancel or CancelToken()
         timeout = self.deadline(len(samples) / SAMPLE_RATE)
-        run = self._attempts(
-            samples, self.resolve(engine, model), options or TranscribeOptions(), on_segment, cancel
+        run = attempts(
+            self,
+            samples,
+            self.resolve(engine, model),
+            options or TranscribeOptions(),
+            on_segment,
+            cancel,
         )
-        step = self._advance(run)
+        step = advance(run)
         while isinstance(step, Future):
             try:
                 result = self.wait_job(step, cancel, timeout)
             except EngineError as exc:
-                step = self._advance(run, error=exc)
+                step = advance(run, error=exc)
                 continue
-            step = self._advance(run, result=result)
+            step = advance(run, result=result)
         return step
 
     # -- language identification --------------------------------------------
@@ -627,19 +438,6 @@ class EngineManager:
                 return name
         return self.default_engine  # it will say that it can't
 
-    @staticmethod
-    def _guess(ranked: list[tuple[str, float]], key: SlotKey, top: int) -> LanguageGuess:
-        if not ranked:
-            raise TranscriptionFailed(f"engine {key[0]!r} returned no language")
-        ordered = sorted(ranked, key=lambda lp: lp[1], reverse=True)[:top]
-        return LanguageGuess(
-            ordered[0][0],
-            round(ordered[0][1], 4),
-            tuple((lang, round(p, 4)) for lang, p in ordered),
-            key[0],
-            key[1],
-        )
-
     async def detect_language_async(
         self,
         audio: DecodedAudio | AudioArray,
@@ -652,7 +450,7 @@ class EngineManager:
         """Which language is spoken (no fallback: the answer is that engine's opinion)."""
         future, key, cancel, timeout = self._language_job(audio, engine, model, reservation)
         ranked = await self.await_job(future, cancel, timeout)
-        return self._guess(ranked, key, top)
+        return guess_language(ranked, key, top)
 
     def detect_language(
         self,
@@ -665,7 +463,7 @@ class EngineManager:
         """Blocking variant of :meth:`detect_language_async` for the CLI and library."""
         future, key, cancel, timeout = self._language_job(audio, engine, model)
         ranked = self.wait_job(future, cancel, timeout)
-        return self._guess(ranked, key, top)
+        return guess_language(ranked, key, top)
 
     def _start_reaper(self) -> None:
         """A daemon thread that frees models idle longer than their ``idle_unload_s``."""
@@ -703,74 +501,3 @@ class EngineManager:
             yield self
         finally:
             self.close()
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-def _gated_transcribe(
-    engine: Engine,
-    *,
-    samples: AudioArray,
-    options: TranscribeOptions,
-    on_segment: SegmentCallback | None,
-    cancel: CancelToken,
-) -> Transcript:
-    """The engine's transcript, or "" without running it when Silero VAD hears no speech
-    at all (``speech_gate``: engines that write words on noise or music). Runs on the
-    engine's worker, so the event loop never waits for the VAD pass."""
-    if not has_speech(samples):
-        return Transcript(
-            text="",
-            segments=(),
-            duration=round(len(samples) / SAMPLE_RATE, 3),
-            language=options.language,
-            model=engine.model,
-            task=options.task,
-        )
-    return engine.transcribe(samples, options, on_segment=on_segment, cancel=cancel)
-
-
-def _timed_out(timeout: float) -> TranscriptionTimeout:
-    return TranscriptionTimeout(f"transcription took longer than {timeout:.0f} s and was stopped")
-
-
-def engine_report(manager: EngineManager, name: str) -> dict[str, Any]:
-    """Everything known about one engine, without loading it (for the API and CLI)."""
-    engine_cls = get_engine_class(name)
-    availability = engine_cls.probe(manager.settings)
-    slots = [s for s in manager.loaded_slots() if s.name == name]
-    loaded = [s for s in slots if s.state == "loaded"]
-    failed = [s for s in slots if s.state == "failed"]
-    caps = loaded[0].capabilities if loaded else None
-    reason = availability.reason or (failed[0].error.message if failed and failed[0].error else "")
-    conf = manager.settings.engine_settings(name)
-    return {
-        "name": name,
-        "enabled": name in manager.enabled,
-        "default": name == manager.default_engine,
-        "installed": availability.installed,
-        "model_found": availability.model_found,
-        "available": availability.available and not failed,
-        "loaded": bool(loaded),
-        "model": availability.model,
-        "models": list(availability.models),
-        "reason": reason,
-        "extra": engine_cls.extra,
-        "capabilities": caps.as_dict() if caps else _static_capabilities(engine_cls, manager),
-        "workers": conf.workers,
-        "queue_size": conf.queue_size,
-        "in_flight": sum(s.in_flight for s in slots),
-        "max_streams": conf.max_streams,
-        "open_streams": sum(s.open_streams for s in slots),
-        "load_time_s": loaded[0].load_time_s if loaded else None,
-        "idle_unload_s": conf.idle_unload_s,
-        "idle_unloads": sum(s.unloads for s in slots),
-    }
-
-
-def _static_capabilities(engine_cls: type[Engine], manager: EngineManager) -> dict[str, object]:
-    # An unloaded instance answers capabilities from its class defaults: no model load.
-    return engine_cls(manager.settings).capabilities.as_dict()
