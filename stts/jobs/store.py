@@ -21,20 +21,20 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stts.errors import JobsUnavailable
 from stts.jobs.codec import transcript_from_dict, transcript_to_dict
+from stts.jobs.records import FINISHED, STATUSES, Job, NewJob, new_job_id
 from stts.transcript import Transcript
 
 logger = logging.getLogger(__name__)
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-FINISHED = ("succeeded", "failed", "cancelled")
+# What a job is lives in stts.jobs.records; importable from here as before.
+__all__ = ["FINISHED", "STATUSES", "Job", "JobStore", "NewJob", "new_job_id"]
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -83,120 +83,12 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
-    """One job as stored."""
-
-    seq: int
-    id: str
-    owner: str
-    status: str
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    filename: str | None
-    audio_path: str | None
-    audio_bytes: int
-    raw_format: str | None
-    engine: str
-    model: str
-    options: str
-    granularities: str
-    callback_url: str | None
-    duration_s: float | None
-    done_s: float
-    decoded_s: float
-    resumed_from_s: float | None
-    attempts: int
-    error_code: str | None
-    error_message: str | None
-    result: str | None
-    result_bytes: int
-    answered_engine: str | None
-    answered_model: str | None
-    webhook_state: str | None
-    webhook_attempts: int
-    webhook_next_at: float | None
-    webhook_error: str | None
-
-    @property
-    def finished(self) -> bool:
-        """Succeeded, failed or cancelled."""
-        return self.status in FINISHED
-
-    def transcript(self) -> Transcript | None:
-        """The stored result, once succeeded."""
-        return transcript_from_dict(json.loads(self.result)) if self.result else None
-
-    def public(self) -> dict[str, Any]:
-        """What ``GET /api/v1/jobs/{id}`` answers (no server paths, no owner)."""
-        total = self.duration_s
-        progress = min(1.0, self.done_s / total) if total else (1.0 if self.finished else 0.0)
-        if self.status == "succeeded":
-            progress = 1.0
-        ended = self.finished_at or time.time()
-        return {
-            "id": self.id,
-            "object": "transcription.job",
-            "status": self.status,
-            "created_at": round(self.created_at, 3),
-            "started_at": round(self.started_at, 3) if self.started_at else None,
-            "finished_at": round(self.finished_at, 3) if self.finished_at else None,
-            "progress": {
-                "done_s": round(self.done_s, 3),
-                "total_s": round(total, 3) if total is not None else None,
-                "fraction": round(progress, 4),
-            },
-            "timings": {
-                "queued_s": round((self.started_at or ended) - self.created_at, 3),
-                "running_s": round(ended - self.started_at, 3) if self.started_at else None,
-            },
-            "engine": self.answered_engine or self.engine,
-            "model": self.answered_model or self.model,
-            "attempts": self.attempts,
-            "decoded_s": round(self.decoded_s, 3),
-            "resumed_from_s": (
-                round(self.resumed_from_s, 3) if self.resumed_from_s is not None else None
-            ),
-            "filename": self.filename,
-            "bytes": self.audio_bytes,
-            "callback_url": self.callback_url,
-            "webhook": (
-                {
-                    "state": self.webhook_state,
-                    "attempts": self.webhook_attempts,
-                    "error": self.webhook_error,
-                }
-                if self.webhook_state
-                else None
-            ),
-            "error": (
-                {"code": self.error_code, "message": self.error_message}
-                if self.error_code
-                else None
-            ),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class NewJob:
-    """What a submission stores."""
-
-    owner: str
-    filename: str | None
-    audio_bytes: int
-    raw_format: str | None
-    engine: str
-    model: str
-    options: str
-    granularities: str
-    callback_url: str | None
-    duration_s: float | None
-
-
-def new_job_id() -> str:
-    """An unguessable id (128 random bits)."""
-    return "job_" + uuid.uuid4().hex
+def _running(db: sqlite3.Connection, job_id: str) -> sqlite3.Row | None:
+    """The job's ``(status, audio_path)`` while it is running; None once it is not."""
+    row: sqlite3.Row | None = db.execute(
+        "SELECT status, audio_path FROM jobs WHERE id = ?", (job_id,)
+    ).fetchone()
+    return row if row is not None and row[0] == "running" else None
 
 
 class JobStore:
@@ -249,7 +141,7 @@ class JobStore:
     def _one(self, sql: str, args: tuple[Any, ...]) -> Job | None:
         with self._lock:
             row = self._db.execute(sql, args).fetchone()
-        return Job(**dict(row)) if row is not None else None
+        return Job.from_row(row) if row is not None else None
 
     # -- files ------------------------------------------------------------------
 
@@ -334,7 +226,7 @@ class JobStore:
         args.append(limit)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
-        return [Job(**dict(row)) for row in rows]
+        return [Job.from_row(row) for row in rows]
 
     def counts(self) -> dict[str, int]:
         """Jobs by status."""
@@ -372,7 +264,7 @@ class JobStore:
                 ).fetchone()
                 if row is None:
                     return None
-                job = Job(**dict(row))
+                job = Job.from_row(row)
                 if job.attempts >= max_attempts:
                     reason = job.error_message or "the server stopped while the job ran"
                     db.execute(
@@ -450,10 +342,8 @@ class JobStore:
         """Store the result; the audio and checkpoints go. None if no longer running."""
         body = json.dumps(transcript_to_dict(transcript), ensure_ascii=False)
         with self._tx() as db:
-            row = db.execute(
-                "SELECT status, audio_path FROM jobs WHERE id = ?", (job_id,)
-            ).fetchone()
-            if row is None or row[0] != "running":
+            row = _running(db, job_id)
+            if row is None:
                 return None
             now = time.time()
             db.execute(
@@ -479,10 +369,8 @@ class JobStore:
     def fail(self, job_id: str, code: str, message: str, *, final: bool) -> Job | None:
         """An attempt failed: ``final`` -> ``failed`` (audio deleted); else queued again."""
         with self._tx() as db:
-            row = db.execute(
-                "SELECT status, audio_path FROM jobs WHERE id = ?", (job_id,)
-            ).fetchone()
-            if row is None or row[0] != "running":
+            row = _running(db, job_id)
+            if row is None:
                 return None
             if final:
                 now = time.time()
@@ -560,7 +448,7 @@ class JobStore:
                 "ORDER BY webhook_next_at LIMIT 32",
                 (now,),
             ).fetchall()
-        return [Job(**dict(row)) for row in rows]
+        return [Job.from_row(row) for row in rows]
 
     def webhook_result(
         self, job_id: str, *, delivered: bool, error: str | None, retry_at: float | None
