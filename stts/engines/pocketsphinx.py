@@ -3,6 +3,12 @@
 The decoder is stateful (one utterance at a time), so it is not thread-safe: the
 service gives every worker its own instance.
 
+Its ``process_raw`` holds the GIL for the whole call (seconds for 30 s of audio), which
+in the server's process stops everything else meanwhile. So with ``pocketsphinx.isolate``
+(the default) each instance decodes whole recordings in a child process of its own
+(:mod:`stts.engines.isolated`): the decoder lives there, and a cancel or a crash costs
+that child, not the server.
+
 It also streams natively (:class:`PocketSphinxStream`): each live stream has a decoder of
 its own for its whole life, fed with ``process_raw`` as audio arrives. Live decoding
 normalises cepstra with a running mean that starts from the model's ``cmninit``, which
@@ -33,6 +39,7 @@ from stts.engines.base import (
     SegmentCallback,
     TranscribeOptions,
 )
+from stts.engines.isolated import EngineProcess
 from stts.engines.streaming import (
     EngineStream,
     LocalAgreement,
@@ -76,7 +83,8 @@ class PocketSphinxEngine(Engine):
 
     def __init__(self, settings: Settings, model: str | None = None) -> None:
         super().__init__(settings, model)
-        self._decoder: Any = None
+        self._decoder: Any = None  # in-process decoder (isolate off, and in the child)
+        self._process: EngineProcess | None = None  # the child that decodes (isolate on)
         self._frame_rate = 100
         self._decoder_cls: Any = None
         self._decoder_kwargs: dict[str, Any] = {}
@@ -115,7 +123,8 @@ class PocketSphinxEngine(Engine):
         )
 
     def load(self) -> None:
-        """Create this instance's decoder (about 0.3 s)."""
+        """Create this instance's decoder (about 0.3 s), in a child process of its own
+        when ``pocketsphinx.isolate`` is on."""
         if importlib.util.find_spec("pocketsphinx") is None:
             raise EngineUnavailable(
                 "the pocketsphinx engine is not installed: " + install_hint("pocketsphinx")
@@ -126,31 +135,41 @@ class PocketSphinxEngine(Engine):
         model_dir: Path | None = self.settings.pocketsphinx.model_dir
         if model_dir is not None:
             kwargs["hmm"] = str(model_dir)
-        try:
-            self._decoder = Decoder(**kwargs)
-        except (RuntimeError, ValueError, OSError) as exc:
-            raise EngineUnavailable("the PocketSphinx model failed to load") from exc
-        self._frame_rate = int(self._decoder.config["frate"])
+        if self.settings.pocketsphinx.isolate:
+            process = EngineProcess(_in_process_engine, self.settings, self.model, name=self.name)
+            process.start()
+            self._process = process
+        else:
+            try:
+                self._decoder = Decoder(**kwargs)
+            except (RuntimeError, ValueError, OSError) as exc:
+                raise EngineUnavailable("the PocketSphinx model failed to load") from exc
+            self._frame_rate = int(self._decoder.config["frate"])
         self._decoder_cls = Decoder
         self._decoder_kwargs = kwargs
 
     def open_stream(self, options: TranscribeOptions) -> EngineStream:
-        """A live utterance on a decoder of its own (a spare one, reset, or a new one)."""
-        if self._decoder is None:
+        """A live utterance on a decoder of its own (a spare one, reset, or a new one).
+
+        Streams decode in this process even when whole recordings are isolated: their
+        steps are short pieces (a fraction of a second of GIL each), and a child per
+        stream would cost a process start per connection."""
+        if self._decoder_cls is None:
             raise EngineUnavailable("the PocketSphinx model is not loaded")
         with self._spare_lock:
             decoder = self._spare_decoders.pop() if self._spare_decoders else None
         if decoder is None:
             # About a second and 90 MB: a closed stream's decoder is kept for the next.
             decoder = self._decoder_cls(**self._decoder_kwargs)
-        return PocketSphinxStream(decoder, self._frame_rate, self.model, self._return_decoder)
+        frame_rate = int(decoder.config["frate"])
+        return PocketSphinxStream(decoder, frame_rate, self.model, self._return_decoder)
 
     def _return_decoder(self, decoder: Any) -> None:
         # Reset now, so nothing one stream heard reaches the next (front end, cepstral
         # mean); kept only up to max_streams, the most that can be open at once.
         decoder.reinit_feat()
         with self._spare_lock:
-            if self._decoder is not None and (
+            if self._decoder_cls is not None and (
                 len(self._spare_decoders) < self.settings.pocketsphinx.max_streams
             ):
                 self._spare_decoders.append(decoder)
@@ -164,6 +183,8 @@ class PocketSphinxEngine(Engine):
         cancel: CancelToken | None = None,
     ) -> Transcript:
         """Decode the audio as one utterance, then split it at pauses into segments."""
+        if self._process is not None:
+            return self._process.transcribe(audio, options, on_segment=on_segment, cancel=cancel)
         if self._decoder is None:
             raise EngineUnavailable("the PocketSphinx model is not loaded")
         pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
@@ -215,10 +236,19 @@ class PocketSphinxEngine(Engine):
         return words
 
     def close(self) -> None:
-        """Drop the decoders."""
-        self._decoder = None
+        """Drop the decoders and stop the child process."""
+        self._decoder = self._decoder_cls = None
+        process, self._process = self._process, None
+        if process is not None:
+            process.close()
         with self._spare_lock:
             self._spare_decoders.clear()
+
+
+def _in_process_engine(settings: Settings, model: str) -> Engine:
+    """The engine as an isolating instance's child process runs it: in-process."""
+    section = settings.pocketsphinx.model_copy(update={"isolate": False})
+    return PocketSphinxEngine(settings.model_copy(update={"pocketsphinx": section}), model)
 
 
 def _words(decoder: Any, frame_rate: int, offset: float) -> list[Word]:
