@@ -73,14 +73,20 @@ def test_size_duration_and_quota_limits(settings: Settings, tmp_path: Path) -> N
             headers: dict[str, str] = {}
             big = submit(server, b"\0" * 700_000, headers=headers, model=SlowEngine.name)
             assert big.status_code == 413 and big.json()["error"]["code"] == "audio_too_large"
-            too_long = submit(server, speech_wav(17), headers=headers, model=SlowEngine.name)  # 544 kB
+            too_long = submit(
+                server, speech_wav(17), headers=headers, model=SlowEngine.name
+            )  # 544 kB
             assert too_long.status_code == 413
             assert too_long.json()["error"]["code"] == "audio_too_long"
             first = submit(server, short, headers=headers, model=SlowEngine.name)
             second = submit(server, short, headers=headers, model=SlowEngine.name)
             assert first.status_code == second.status_code == 202
-            full = submit(server, short, headers=headers, model=SlowEngine.name)  # 3 x 266 kB > 700 kB
-            assert full.status_code == 507 and full.json()["error"]["code"] == "insufficient_storage"
+            full = submit(
+                server, short, headers=headers, model=SlowEngine.name
+            )  # 3 x 266 kB > 700 kB
+            assert (
+                full.status_code == 507 and full.json()["error"]["code"] == "insufficient_storage"
+            )
             assert len(audio_files(tmp_path / "jobs")) <= 2
             for queued in (first, second):
                 httpx.delete(f"{server.url}/api/v1/jobs/{queued.json()['id']}", timeout=TIMEOUT)
@@ -267,3 +273,49 @@ def test_interactive_requests_wait_behind_at_most_one_job_step(
     # Behind one step at most. Without the gate the request queues behind a step of each
     # job (FIFO): two steps or more.
     assert min(waits) < waited(idle) + 1.5 * step
+
+
+@pytest.mark.timeout(900)  # a minute of PocketSphinx on two loaded cores
+def test_jobs_on_one_engine_take_turns_step_by_step(settings: Settings, tmp_path: Path) -> None:
+    """Two jobs of a few steps each on one PocketSphinx worker (``jobs.workers`` = 2):
+    the second job's first checkpoint comes after at most one step of the first, not
+    after all of it (steps wait in one line per engine; a job whose step ended queues
+    its next behind the others)."""
+    conf = Settings(
+        cache_dir=settings.cache_dir,
+        engines=["pocketsphinx"],
+        default_engine="pocketsphinx",
+        timeout_base_s=1800,  # the order is checked, not the speed
+        jobs={"dir": tmp_path / "jobs", "workers": 2, "step_s": STEP_S},
+    )
+    recording = speech_wav(2 * STEP_S)  # two or three steps
+    with LiveServer(conf) as server:
+        first = submit(server, recording, headers={}).json()["id"]
+        second = submit(server, recording, headers={}).json()["id"]
+        done = {first: 0.0, second: 0.0}
+        polls: list[set[str]] = []  # which jobs checkpointed since the poll before
+        deadline = time.monotonic() + 600  # a hang guard, not a speed test
+        while True:
+            jobs = {job_id: status(server, job_id) for job_id in done}
+            moved = {j for j, job in jobs.items() if job["progress"]["done_s"] > done[j]}
+            if moved:
+                polls.append(moved)
+                done.update({j: jobs[j]["progress"]["done_s"] for j in moved})
+            if all(job["status"] in ("succeeded", "failed") for job in jobs.values()):
+                break
+            assert time.monotonic() < deadline, jobs
+            time.sleep(POLL_S / 2)
+        texts = [
+            httpx.get(
+                f"{server.url}/api/v1/jobs/{j}/result", params={"format": "text"}, timeout=TIMEOUT
+            ).text
+            for j in (first, second)
+        ]
+    assert all(job["status"] == "succeeded" for job in jobs.values()), jobs
+    assert texts[0] == texts[1] and texts[0].strip()
+    order = ["first" if p == {first} else "second" if p == {second} else "both" for p in polls]
+    second_starts = next(i for i, p in enumerate(polls) if second in p)
+    print(f"checkpoints in turn: {order}")
+    # In turn: the first job may have a step done before the second is claimed, not more.
+    # (Before, the first job ran all its steps first: first, first, first, second, ...)
+    assert sum(1 for p in polls[:second_starts] if first in p) <= 1, order

@@ -7,7 +7,10 @@ transcript is checkpointed before the next begins.
 
 Fairness: a step is submitted only when no interactive request (HTTP, stream) is
 admitted on that engine and fewer job steps than the engine has workers are under
-way, so a request arriving meanwhile waits behind at most one step per worker.
+way, so a request arriving meanwhile waits behind at most one step per worker. Jobs
+on the same engine take turns step by step: steps wait in one line per engine, and a
+job whose step just ended queues its next one behind the others (round-robin), so a
+short job submitted behind a long one is not held up for all of it.
 
 Stopping: a cancelled job (DELETE) stops at its engine's next segment; on a graceful
 stop, running jobs are interrupted the same way and go back to the queue, their
@@ -24,7 +27,7 @@ import functools
 import json
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -86,6 +89,7 @@ class JobRunner:
         self._on_audio = on_audio
         self._running: dict[str, _Running] = {}
         self._steps: defaultdict[SlotKey, int] = defaultdict(int)
+        self._turns: defaultdict[SlotKey, deque[object]] = defaultdict(deque)
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -275,14 +279,19 @@ class JobRunner:
             )
         slot = self.manager.slot(key)
         # Below interactive work: wait until nothing else is admitted on this engine and
-        # fewer job steps than workers are under way.
-        while True:
-            if token.cancelled:
-                raise Cancelled("the job was stopped")
-            mine = self._steps[key]
-            if slot.in_flight - mine <= 0 and mine < slot.workers:
-                break
-            await asyncio.sleep(_GATE_POLL_S)
+        # fewer job steps than workers are under way; among jobs, in turn (first in line).
+        turns, turn = self._turns[key], object()
+        turns.append(turn)
+        try:
+            while True:
+                if token.cancelled:
+                    raise Cancelled("the job was stopped")
+                mine = self._steps[key]
+                if turns[0] is turn and slot.in_flight - mine <= 0 and mine < slot.workers:
+                    break
+                await asyncio.sleep(_GATE_POLL_S)
+        finally:
+            turns.remove(turn)
         reservation = self.manager.reserve(key)
         self._steps[key] += 1
         try:
