@@ -43,7 +43,7 @@ from common import RESULTS, corpus, machine, markdown_table, raw_whisper
 
 from stts import synthetic
 from stts.audio import decode_audio
-from stts.evaluation import normalize_text, word_error_rate
+from stts.evaluation import normalize_text, whisper_word_error_rate
 
 SAMPLE_RATE = 16_000
 NO_DEADLINE = 24 * 3600.0  # a shared, loaded machine: measure, never give up
@@ -201,7 +201,7 @@ def long_form_scores(
     )
     energy = synthetic.score_long_form(recording, hyp.words, normalize_text)
     return {
-        "wer": word_error_rate([recording.reference], [hyp.text]),
+        "wer": whisper_word_error_rate([recording.reference], [hyp.text]),
         "lost_runs": list(score.lost_runs),
         "inserted_runs": list(score.inserted_runs),
         "lost_vs_alone": list(score.lost_vs_alone),
@@ -322,7 +322,7 @@ def long_form_rows(
             alone = {clip: run(samples) for clip, samples in cuts.items()}
             hyp = run(recording.samples)
             scores = long_form_scores(recording, hyp, alone)
-            per_file_wer = word_error_rate(
+            per_file_wer = whisper_word_error_rate(
                 order, [alone[p.clip].text for p in recording.placements]
             )
             scores.update(

@@ -141,3 +141,15 @@ def test_vad_settings_reach_faster_whisper_and_requests_override_them() -> None:
     tuned = Settings(whisper={"vad_threshold": 0.3, "vad_speech_pad_ms": 200}).whisper
     asked = _vad_parameters(tuned, VadParameters(speech_pad_ms=100))
     assert asked == {"threshold": 0.3, "min_silence_duration_ms": 2000, "speech_pad_ms": 100}
+
+
+def test_whisper_word_error_rate_scores_as_the_leaderboards_do() -> None:
+    from stts.evaluation import whisper_word_error_rate
+
+    # The two cases the digit-by-digit normaliser got wrong.
+    assert (
+        whisper_word_error_rate(["Mr. Smith paid fourteen fifty five"], ["Mister Smith paid 1455"])
+        == 0
+    )
+    assert word_error_rate(["Mr. Smith paid fourteen fifty five"], ["Mister Smith paid 1455"]) > 0
+    assert whisper_word_error_rate(["ten of clubs"], ["10 of clubs."]) == 0
