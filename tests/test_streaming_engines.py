@@ -23,6 +23,9 @@ from stts.config import Settings
 from stts.engines.base import CancelToken, TranscribeOptions
 from stts.engines.pocketsphinx import PocketSphinxEngine
 from stts.engines.streaming import EngineStream, StreamUpdate
+from stts.engines.whisper import WhisperEngine
+from stts.engines.whisper_short import ShortContextDecoder
+from stts.engines.whisper_stream import WhisperStream
 from stts.evaluation import word_error_rate
 from stts.service import EngineManager
 from stts.streams import LiveStream
@@ -313,6 +316,51 @@ def test_whisper_streams_through_the_service_within_a_few_points_of_offline(
         references.append(_reference(name))
     wer_streamed = word_error_rate(references, streamed)
     wer_offline = word_error_rate(references, offline)
+    assert wer_streamed <= wer_offline + 0.06, list(zip(streamed, offline, strict=True))
+
+
+@pytest.fixture(scope="module")
+def short_whisper(cache_dir: Path) -> WhisperEngine:
+    """Whisper whose live streams decode with the short-context decoder."""
+    settings = Settings(
+        cache_dir=cache_dir, engines=["whisper"], whisper={"stream_short_context": True}
+    )
+    engine = WhisperEngine(settings)
+    engine.load()
+    return engine
+
+
+@pytest.mark.slow
+def test_short_context_decoder_runs_the_encoder_on_the_audio_it_has(
+    short_whisper: WhisperEngine,
+) -> None:
+    decoder = ShortContextDecoder(short_whisper._model)
+    audio = _audio(JFK)  # 11 s
+    result = decoder.decode(audio, language="en")
+    assert result.frames == 1200  # 11 s + 1 s of padding, not a 30 s window (3000)
+    text = "".join(w.word for w in result.words)
+    assert word_error_rate([_reference(JFK)], [text]) < 0.15, text
+    assert all(0 <= w.start <= w.end <= 11.0 for w in result.words), result.words
+    assert result.words[0].start < 1.0 and result.words[-1].end > 9.0  # timings span the speech
+
+
+@pytest.mark.slow
+def test_whisper_short_context_streams_within_a_few_points_of_offline(
+    short_whisper: WhisperEngine,
+) -> None:
+    names = [JFK, "deepspeech__LDC93S1.wav", "speechbrain__spk1_snt1.wav"]
+    references, streamed, offline = [], [], []
+    for name in names:
+        audio = _audio(name)
+        stream = short_whisper.open_stream(EN)
+        assert isinstance(stream, WhisperStream) and stream.short_context
+        updates = _feed(stream, audio)
+        streamed.append(_check_append_only(updates, stream.transcript()))
+        offline.append(short_whisper.transcribe(audio, EN).text)
+        references.append(_reference(name))
+    wer_streamed = word_error_rate(references, streamed)
+    wer_offline = word_error_rate(references, offline)
+    assert streamed[0], streamed
     assert wer_streamed <= wer_offline + 0.06, list(zip(streamed, offline, strict=True))
 
 

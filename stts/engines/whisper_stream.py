@@ -22,6 +22,7 @@ import numpy as np
 from stts.audio import SAMPLE_RATE, is_silent
 from stts.engines.base import TranscribeOptions
 from stts.engines.streaming import EngineStream, LocalAgreement, StreamUpdate
+from stts.engines.whisper_short import ShortContextDecoder
 from stts.transcript import Transcript, Word
 
 if TYPE_CHECKING:
@@ -46,8 +47,12 @@ class WhisperStream(EngineStream):
         min_chunk_s: float = 2.0,
         trim_s: float = 10.0,
         max_buffer_s: float = 28.0,
+        short_context: bool = False,
     ) -> None:
         self._model = model
+        # Short context: the encoder runs on the buffer (plus a little silence), not on a
+        # 30 s window (whisper_short); off: faster-whisper's transcribe, padded to 30 s.
+        self._short = ShortContextDecoder(model) if short_context else None
         self.options = options
         self.model_name = model_name
         self.language = options.language if multilingual else "en"
@@ -64,6 +69,11 @@ class WhisperStream(EngineStream):
         self.unseen = 0  # samples accepted since the last pass
         self.passes = 0
 
+    @property
+    def short_context(self) -> bool:
+        """Whether passes run the encoder on the buffer only (whisper_short)."""
+        return self._short is not None
+
     def _decode(self, final: bool) -> list[Word]:
         if len(self.buffer) < SAMPLE_RATE // 4 or is_silent(self.buffer):
             return []
@@ -72,6 +82,10 @@ class WhisperStream(EngineStream):
         # skip them with stretched timestamps.
         gone = "".join(w.word for w in self.agreement.committed if w.end <= self.offset)
         prompt = (self.options.initial_prompt or "") + " " + gone.strip()
+        # Speech runs at ~3 tokens a second: a pass that writes far more is looping.
+        max_new_tokens = min(440, 20 + int(8 * len(self.buffer) / SAMPLE_RATE))
+        if self._short is not None:
+            return self._decode_short(final, prompt.strip()[-PROMPT_CHARS:], max_new_tokens)
         segments, info = self._model.transcribe(
             self.buffer,
             language=self.language,
@@ -83,8 +97,7 @@ class WhisperStream(EngineStream):
             word_timestamps=True,
             condition_on_previous_text=False,
             vad_filter=False,
-            # Speech runs at ~3 tokens a second: a pass that writes far more is looping.
-            max_new_tokens=min(440, 20 + int(8 * len(self.buffer) / SAMPLE_RATE)),
+            max_new_tokens=max_new_tokens,
         )
         words = [
             Word(
@@ -100,6 +113,30 @@ class WhisperStream(EngineStream):
         if self.language is None and len(self.buffer) >= 2 * SAMPLE_RATE:
             self.language = info.language  # fixed once heard well enough: no flip-flopping
         return words
+
+    def _decode_short(self, final: bool, prompt: str, max_new_tokens: int) -> list[Word]:
+        assert self._short is not None
+        result = self._short.decode(
+            self.buffer,
+            language=self.language,
+            task=self.task,
+            prompt=prompt or None,
+            beam_size=self.beam_size if final else self.interim_beam_size,
+            temperatures=(0.0, 0.2, 0.4) if final else (0.0,),
+            max_new_tokens=max_new_tokens,
+        )
+        self.passes += 1
+        if self.language is None and len(self.buffer) >= 2 * SAMPLE_RATE:
+            self.language = result.language
+        return [
+            Word(
+                round(self.offset + w.start, 3),
+                round(self.offset + w.end, 3),
+                w.word,
+                w.probability,
+            )
+            for w in result.words
+        ]
 
     def _trim(self) -> None:
         if len(self.buffer) <= self.trim:
