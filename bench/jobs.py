@@ -23,23 +23,21 @@ the ratios are measured within one run, on one server, on the same files.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import signal
 import statistics
 import tempfile
 import time
-import wave
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 from common import RESULTS, corpus, free_port, machine, markdown_table, start_server
 
 from stts.audio import decode_audio
 from stts.jobs.steps import plan_steps
+from stts.testing import joined_speech_wav
 
 TIMEOUT = httpx.Timeout(1800.0)
 POLL_S = 0.1
@@ -48,24 +46,8 @@ POLL_S = 0.1
 def recording(seconds: float, offset: int) -> bytes:
     """A 16 kHz mono WAV of ``seconds`` of corpus speech (clips in manifest order from
     ``offset``, 0.4 s apart), so each file is different."""
-    items = corpus()
-    clips = [decode_audio(i.path).samples for i in items]
-    pause = np.zeros(int(0.4 * 16_000), np.float32)
-    pieces: list[np.ndarray] = []
-    total, target, index = 0, int(seconds * 16_000), offset
-    while total < target:
-        clip = clips[index % len(clips)]
-        pieces += [clip, pause]
-        total += len(clip) + len(pause)
-        index += 1
-    samples = np.concatenate(pieces)[:target]
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16_000)
-        out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
+    clips = [decode_audio(i.path).samples for i in corpus()]
+    return joined_speech_wav(clips, seconds, offset)
 
 
 class Server:

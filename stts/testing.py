@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import os
 import socket
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -69,6 +71,32 @@ def spawn_server(
         proc.wait(30)
         raise
     return proc
+
+
+def joined_speech_wav(clips: Sequence[Any], seconds: float, offset: int = 0) -> bytes:
+    """A 16 kHz mono 16-bit WAV of ``seconds``: the clips (16 kHz float32 arrays) one
+    after another from ``offset``, 0.4 s of silence between them, repeated as needed
+    (tests and benches build long recordings from the corpus with it)."""
+    import wave
+
+    import numpy as np
+
+    pause = np.zeros(int(0.4 * 16_000), np.float32)
+    pieces: list[Any] = []
+    total, target, index = 0, int(seconds * 16_000), offset
+    while total < target:
+        clip = clips[index % len(clips)]
+        pieces += [clip, pause]
+        total += len(clip) + len(pause)
+        index += 1
+    samples = np.concatenate(pieces)[:target]
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16_000)
+        out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return buf.getvalue()
 
 
 CTC_CHARS = "ETAONISRHDLUMCWFGYPBVK'XJQZ"

@@ -4,10 +4,8 @@ recordings built from the corpus, a webhook receiver, and the job calls they mak
 from __future__ import annotations
 
 import functools
-import io
 import threading
 import time
-import wave
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ import httpx
 import numpy as np
 
 from stts.audio import decode_audio
+from stts.testing import joined_speech_wav
 from tests.conftest import CORPUS_ITEMS, LiveServer
 
 SECRET = "webhook-secret-for-tests"
@@ -42,25 +41,7 @@ def _speech_clips() -> tuple[np.ndarray, ...]:
 def speech_wav(seconds: float) -> bytes:
     """A 16 kHz mono WAV of ``seconds``, built from the corpus's 16 kHz speech files with
     0.4 s pauses between them (repeated as needed)."""
-    clips = _speech_clips()
-    pause = np.zeros(int(0.4 * 16_000), np.float32)
-    pieces: list[np.ndarray] = []
-    total = 0
-    target = int(seconds * 16_000)
-    while total < target:
-        for clip in clips:
-            pieces += [clip, pause]
-            total += len(clip) + len(pause)
-            if total >= target:
-                break
-    samples = np.concatenate(pieces)[:target]
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16_000)
-        out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
+    return joined_speech_wav(_speech_clips(), seconds)
 
 
 class Receiver:
