@@ -217,9 +217,9 @@ def test_interactive_requests_wait_behind_at_most_one_job_step(
 
     The wait is measured in the server (Server-Timing: total - decode - engine) against
     one step's engine time measured in the same run. Whisper, because CTranslate2 lets go
-    of the GIL while it decodes; PocketSphinx holds it for a whole step, so the server's
-    event loop stands still meanwhile and every request also waits for the step under way
-    when it arrived (README, "Jobs for long recordings")."""
+    of the GIL while it decodes; PocketSphinx in-process (``pocketsphinx.isolate`` off)
+    holds it for a whole step, so the server's event loop stood still meanwhile and every
+    request also waited for the step under way (tests/test_isolation.py)."""
     conf = Settings(
         cache_dir=settings.cache_dir,
         engines=["whisper"],
