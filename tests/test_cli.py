@@ -3,34 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from stts.evaluation import normalize_text
+from tests.cli_support import run_stts
 from tests.conftest import corpus_file, requires_corpus
 
 pytestmark = [pytest.mark.slow, requires_corpus]
-
-
-def run_stts(
-    *args: str, cache_dir: Path, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "STTS_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1"}
-    # The arguments are test constants: no shell, no user input.
-    return subprocess.run(
-        [sys.executable, "-m", "stts.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=300,
-        check=False,
-    )
 
 
 def test_transcribe_prints_the_text(cache_dir: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import subprocess
 import sys
@@ -33,26 +32,18 @@ from stts.logs import JsonFormatter, logging_config
 from stts.samples import JFK_TEXT, sample_path
 from stts.service import EngineManager
 from stts.transcript import Segment, Transcript, Word, fit_times
+from tests.cli_support import run_stts as run_cli
 from tests.conftest import LiveServer, corpus_file, requires_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 JFK_WORDS = "ask not what your country can do for you"
+# A loaded CI machine is slow, not broken; a newcomer has no Vosk model configured.
+NEWCOMER_ENV = {"STTS_TIMEOUT_BASE_S": "900", "STTS_VOSK__MODEL_PATH": None}
 
 
 def run_stts(*args: str, cache_dir: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "STTS_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1"}
-    env["STTS_TIMEOUT_BASE_S"] = "900"  # a loaded CI machine is slow, not broken
-    env.pop("STTS_VOSK__MODEL_PATH", None)
-    # The arguments are test constants: no shell, no user input.
-    return subprocess.run(
-        [sys.executable, "-m", "stts.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=300,
-        check=False,
-    )
+    """The console script as a newcomer runs it, from ``cwd``."""
+    return run_cli(*args, cache_dir=cache_dir, cwd=cwd, env=NEWCOMER_ENV)
 
 
 def _readme_block(after: str) -> str:
