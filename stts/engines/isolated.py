@@ -166,6 +166,13 @@ class EngineProcess:
             message = self._receive(parent_end, process, None, self.start_timeout_s)
         except TranscriptionFailed as exc:
             self._kill()
+            logger.error(
+                "the %s worker process failed to start; a script that uses stts must keep "
+                "its code under `if __name__ == '__main__':` (multiprocessing imports the "
+                "main module again in the child), or set %s.isolate = false",
+                self.name,
+                self.name,
+            )
             raise EngineUnavailable(f"the {self.name} worker process failed to start") from exc
         if message[0] == "failed":
             self._kill()
