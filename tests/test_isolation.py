@@ -271,7 +271,7 @@ def test_no_worker_process_outlives_the_server(cache_dir: Path, how: str) -> Non
 
 def test_isolated_and_in_process_decodes_are_the_same(settings: Settings) -> None:
     """The child runs the same engine code: the same transcript, words and times."""
-    audio = decode_audio(corpus_file("openai-whisper__jfk.flac"))
+    audio = decode_audio(corpus_file(SHORT))
     options = TranscribeOptions(language="en")
     answers = []
     for isolate in (True, False):
