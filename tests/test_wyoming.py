@@ -219,26 +219,105 @@ def test_oversized_event_is_refused_before_it_is_read(live: tuple[LiveServer, in
     assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
 
 
-def test_too_long_utterance_is_refused_and_its_buffer_dropped(
+def test_too_long_utterance_is_refused_and_its_buffer_dropped_at_the_limit(
     settings: Settings, manager: EngineManager
 ) -> None:
+    """An utterance is buffered while under audio.max_duration_s / audio.max_bytes; the
+    chunk that crosses either drops the buffer and the engine place at once, later chunks
+    are not kept, and audio-stop answers `audio_too_long`. The connection serves on."""
     port = free_port()
-    short = settings.model_copy(
-        update={
-            "wyoming_uri": f"tcp://127.0.0.1:{port}",
-            "audio": settings.audio.model_copy(update={"max_duration_s": 2.0}),
-        }
-    )
-    jfk = _pcm16(corpus_file(JFK))  # 11 s
+    limits = settings.audio.model_copy(update={"max_duration_s": 2.0, "max_bytes": 100_000})
+    conf = settings.model_copy(update={"wyoming_uri": f"tcp://127.0.0.1:{port}", "audio": limits})
+    jfk = _pcm16(corpus_file(JFK))  # 11 s of 16 kHz mono s16: crosses 2 s at 64 kB
+    loud = b"\x00\x00\x00\x40" * 2 * 48_000  # 1 s of 48 kHz stereo s32: 100 kB in 0.26 s
+    key = manager.resolve(None)
 
-    async def script(client: Any) -> Event:
-        return await _exchange(client, [Transcribe().event(), *_utterance(jfk, 16_000, 2, 1)])
+    with LiveServer(conf, manager) as server:
+        wyoming = server.app.state.wyoming
 
-    with LiveServer(short, manager) as server:
-        answer = _run(port, script)
+        def utterance() -> Any:
+            (session,) = wyoming.sessions
+            return session.utterance
+
+        async def handled(client: Any) -> None:
+            """Every event sent so far was handled: describe is answered in turn."""
+            assert Info.is_type((await _exchange(client, [Describe().event()], 60)).type)
+
+        async def script(client: Any) -> list[Event]:
+            answers = []
+            for pcm, rate, width, channels, under in (
+                (jfk, 16_000, 2, 1, 48_000),  # 1.5 s
+                (loud, 48_000, 4, 2, 76_800),  # 0.1 s
+            ):
+                events = _utterance(pcm, rate, width, channels)
+                chunks = events[1:-1]
+                size = len(chunks[0].payload or b"")
+                first = under // size
+                for event in [Transcribe().event(), events[0], *chunks[:first]]:
+                    await client.write_event(event)
+                await handled(client)
+                held = utterance()
+                assert len(held.pcm) == first * size and held.refused is None
+                assert held.reservation is not None and manager.slot(key).in_flight == 1
+                for event in chunks[first:]:
+                    await client.write_event(event)
+                await handled(client)
+                held = utterance()
+                assert held.received < len(pcm)  # nothing counted past the crossing chunk
+                assert len(held.pcm) == 0 and held.refused.code == "audio_too_long"
+                assert held.reservation is None and manager.slot(key).in_flight == 0
+                answers.append(await _exchange(client, [events[-1]]))
+            await handled(client)  # the connection is still open and served
+            return answers
+
+        answers = _run(port, script)
         metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
-    assert Error.is_type(answer.type) and Error.from_event(answer).code == "audio_too_long"
-    assert 'stts_wyoming_requests_total{result="audio_too_long"} 1.0' in metrics
+    for answer in answers:
+        assert Error.is_type(answer.type) and Error.from_event(answer).code == "audio_too_long"
+    assert 'stts_wyoming_requests_total{result="audio_too_long"} 2.0' in metrics
+
+
+async def _describe_from(source: str, port: int) -> Event | None:
+    """Describe, sent from the loopback address ``source``; the first answer, or None
+    when the server closes the connection without one."""
+    from wyoming.event import async_read_event, async_write_event
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    try:
+        await async_write_event(Describe().event(), writer)
+        answer = await asyncio.wait_for(async_read_event(reader), 60)
+        if answer is not None and Error.is_type(answer.type):  # then the server hangs up
+            assert await asyncio.wait_for(reader.read(), 60) == b""
+        return answer
+    finally:
+        writer.close()
+
+
+def test_clients_outside_wyoming_allow_get_an_error_and_are_closed(
+    settings: Settings, manager: EngineManager
+) -> None:
+    """Wyoming has no keys: wyoming_allow names the clients it serves (Home Assistant's
+    address). 127.0.0.2 is listed, 127.0.0.1 is not: one error event, then a close."""
+    port = free_port()
+    conf = settings.model_copy(
+        update={"wyoming_uri": f"tcp://127.0.0.1:{port}", "wyoming_allow": ["127.0.0.2/32"]}
+    )
+    with LiveServer(conf, manager) as server:
+        allowed = asyncio.run(_describe_from("127.0.0.2", port))
+        refused = asyncio.run(_describe_from("127.0.0.1", port))
+        metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
+    assert allowed is not None and Info.is_type(allowed.type)
+    assert refused is not None and Error.is_type(refused.type)
+    error = Error.from_event(refused)
+    assert error.code == "client_not_allowed" and "127.0.0.1" in error.text
+    assert 'stts_wyoming_requests_total{result="client_not_allowed"} 1.0' in metrics
+
+
+def test_wyoming_allow_takes_addresses_and_networks_only() -> None:
+    allow = Settings(wyoming_allow="192.168.1.20, 10.0.0.0/24,::1").wyoming_allow
+    assert allow == ["192.168.1.20", "10.0.0.0/24", "::1"]
+    with pytest.raises(ValueError, match=r"'homeassistant\.local' is not an IP address"):
+        Settings(wyoming_allow=["homeassistant.local"])
 
 
 def test_unix_socket_serves_and_is_removed_at_shutdown(
@@ -743,20 +822,20 @@ def test_8_bit_pcm_is_transcribed(live: tuple[LiveServer, int]) -> None:
 
 @pytest.mark.parametrize("width", [1, 2], ids=["8-bit", "16-bit"])
 def test_pcm_is_converted_chunk_by_chunk_as_decode_audio_does_it_whole(width: int) -> None:
-    from stts.wyoming import _ENCODINGS, _PcmToStream
+    from stts.wyoming.wire import ENCODINGS, PcmToStream
 
     pcm, rate, _, channels = _wav_pcm(corpus_file(STEREO_44K))
     if width == 1:  # the same audio as unsigned 8-bit, the other width the converter has
         pcm = (np.frombuffer(pcm, "<i2") // 256 + 128).astype("u1").tobytes()
-    fmt = RawFormat(sample_rate=rate, channels=channels, encoding=_ENCODINGS[width])  # type: ignore[arg-type]
-    converter = _PcmToStream(fmt, width)
+    fmt = RawFormat(sample_rate=rate, channels=channels, encoding=ENCODINGS[width])  # type: ignore[arg-type]
+    converter = PcmToStream(fmt, width)
     step = 1001  # bytes: frames split across chunks
     pieces = [converter.convert(pcm[i : i + step]) for i in range(0, len(pcm), step)]
     streamed = np.concatenate([*pieces, converter.flush()])
     whole = decode_audio(pcm, raw=fmt).samples
     assert len(streamed) == len(whole)
     np.testing.assert_allclose(streamed, whole, atol=1e-5)
-    half = _PcmToStream(fmt, width)
+    half = PcmToStream(fmt, width)
     half.convert(b"\x00" * (width * channels + 1))  # a frame and a byte
     with pytest.raises(CorruptAudio):
         half.flush()

@@ -207,7 +207,11 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
 
         # Same event loop, same manager: one loaded model serves both protocols.
         app.state.wyoming = WyomingServer(
-            settings.wyoming_uri, mgr, settings.audio.limits(), metrics.observe_wyoming
+            settings.wyoming_uri,
+            mgr,
+            settings.audio.limits(),
+            metrics.observe_wyoming,
+            allow=settings.wyoming_allow,
         )
 
     @app.exception_handler(SttsError)
