@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from stts.api.app import create_app, server_config
+from stts.api.app import server_config
 from stts.audio import RawFormat
 from stts.config import Settings
+from stts.server import build_app
 from stts.service import EngineManager
 from stts.testing import free_port, wait_ready
 
@@ -106,7 +107,7 @@ class LiveServer:
 
     def __init__(self, settings: Settings, manager: EngineManager | None = None) -> None:
         self.port = free_port()
-        self.app = create_app(settings, manager=manager)
+        self.app = build_app(settings, manager=manager)
         config = server_config(
             self.app,
             settings,

@@ -468,10 +468,10 @@ def test_render_bounds_segments_and_their_text(live: LiveServer) -> None:
 def test_web_ui_off_serves_no_page(settings: Settings) -> None:
     from fastapi.testclient import TestClient
 
-    from stts.api.app import create_app
+    from stts.server import build_app
 
     conf = Settings(cache_dir=settings.cache_dir, preload=False, web_ui=False)
-    with TestClient(create_app(conf)) as client:
+    with TestClient(build_app(conf)) as client:
         assert client.get("/").status_code == 404
         assert client.get("/web/assets/app.js").status_code == 404
         assert client.post("/web/render", json={}).status_code == 404

@@ -1,4 +1,8 @@
-"""FastAPI application factory: ``create_app(settings)``.
+"""FastAPI application factory: ``create_app(settings)``, the HTTP face alone.
+
+The faces beside it (the web page's routes, the Wyoming server on the same event loop)
+are handed in by the composition root, :func:`stts.server.build_app`: this module
+imports neither.
 
 This is the one place errors become HTTP responses: every :class:`stts.errors.SttsError`
 maps to its own status code and the body ``{"error": {"message", "type", "code"}}``
@@ -12,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -32,12 +37,10 @@ from stts.api.drain import DrainGuard, GracefulStop
 from stts.api.edge import Guard, RequestContext, cors_options, load_api_keys
 from stts.api.responses import error_response, plain_error
 from stts.config import Settings
-from stts.errors import AudioTooLarge, RequestTimeout, RequestTooLarge, SttsError
+from stts.errors import AudioTooLarge, RequestTimeout, SttsError
 from stts.jobs import JobsCollector, JobService
 from stts.metrics import Metrics
 from stts.service import EngineManager
-from stts.web.router import RENDER_MAX_BYTES, RENDER_PATH
-from stts.web.router import router as web_router
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +148,38 @@ class BodySizeLimit:
                 await refuse()
 
 
-def create_app(settings: Settings | None = None, manager: EngineManager | None = None) -> FastAPI:
-    """Build the ASGI app; it owns (and closes) its EngineManager unless one is given."""
+class Companion(Protocol):
+    """A server that runs beside the HTTP app on its event loop, with its engine manager
+    (Wyoming): started with the app, stopped within what is left of the grace period."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self, timeout: float, /) -> None: ...
+
+
+# Builds a companion from the app's engine manager and metrics.
+CompanionFactory = Callable[[EngineManager, Metrics], Companion]
+
+
+@dataclass(frozen=True)
+class Routes:
+    """More routes for the app (the web page), with the body limits of their POST paths:
+    path prefix -> (bytes, the error for a larger body)."""
+
+    router: APIRouter
+    post_limits: dict[str, tuple[int, SttsError]] = field(default_factory=dict)
+
+
+def create_app(
+    settings: Settings | None = None,
+    manager: EngineManager | None = None,
+    *,
+    routes: Sequence[Routes] = (),
+    companions: Sequence[CompanionFactory] = (),
+) -> FastAPI:
+    """Build the ASGI app; it owns (and closes) its EngineManager unless one is given.
+    ``routes`` and ``companions`` are the other faces served with it (see
+    :func:`stts.server.build_app`)."""
     settings = settings or Settings.load()
     owns_manager = manager is None
     mgr = manager or EngineManager(settings)
@@ -158,9 +191,8 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
         if settings.preload:
             # Load in the background: /health answers at once, /ready flips when loaded.
             preload = asyncio.ensure_future(asyncio.to_thread(mgr.preload))
-        wyoming = app.state.wyoming
-        if wyoming is not None:
-            await wyoming.start()
+        for companion in started:
+            await companion.start()
         stop.attach(asyncio.get_running_loop())
         await jobs.start()  # jobs a crash or a stop left behind resume
         try:
@@ -170,8 +202,8 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
             stop.request()
             # Running jobs stop at their next segment and stay queued for the next start.
             await jobs.stop(stop.remaining())
-            if wyoming is not None:
-                await wyoming.stop(stop.remaining())
+            for companion in started:
+                await companion.stop(stop.remaining())
             if preload is not None and not preload.done():
                 await asyncio.wait({preload}, timeout=stop.remaining())
             stop.abort()
@@ -201,18 +233,8 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
     app.state.metrics = metrics = Metrics(mgr)
     app.state.jobs = jobs = JobService(settings, mgr, stopping=lambda: stop.draining)
     metrics.registry.register(JobsCollector(jobs))
-    app.state.wyoming = None
-    if settings.wyoming_uri:
-        from stts.wyoming import WyomingServer
-
-        # Same event loop, same manager: one loaded model serves both protocols.
-        app.state.wyoming = WyomingServer(
-            settings.wyoming_uri,
-            mgr,
-            settings.audio.limits(),
-            metrics.observe_wyoming,
-            allow=settings.wyoming_allow,
-        )
+    # Same event loop, same manager: one loaded model serves every protocol.
+    app.state.companions = started = [make(mgr, metrics) for make in companions]
 
     @app.exception_handler(SttsError)
     async def _stts_error(request: Request, exc: SttsError) -> JSONResponse:
@@ -263,14 +285,9 @@ def create_app(settings: Settings | None = None, manager: EngineManager | None =
             AudioTooLarge(f"the audio is larger than the limit of {settings.jobs.max_bytes} bytes"),
         )
     }
-    if settings.web_ui:
-        app.include_router(web_router)
-        post_limits[RENDER_PATH] = (
-            RENDER_MAX_BYTES,
-            RequestTooLarge(
-                f"the transcript to render is larger than the limit of {RENDER_MAX_BYTES} bytes"
-            ),
-        )
+    for extra in routes:
+        app.include_router(extra.router)
+        post_limits.update(extra.post_limits)
     # Added innermost first: CORS -> RequestContext -> Guard -> DrainGuard -> BodySizeLimit
     # -> routes.
     # CORS outermost: preflights need no key and every answer (401, 429, 413, the draining

@@ -67,8 +67,9 @@ def serve(
         )
         return
 
-    from stts.api.app import create_app, server_config
+    from stts.api.app import server_config
     from stts.memory import limit_malloc_arenas
+    from stts.server import build_app
 
     with exit_on_error():
         settings = load_settings(
@@ -80,7 +81,7 @@ def serve(
             wyoming_uri=wyoming,
         )
         limit_malloc_arenas(settings.malloc_arena_max)  # before any worker thread exists
-        application = create_app(settings)
+        application = build_app(settings)
     config_ = server_config(application, settings)
     server = _draining_server_class()(config_, application)
     server.run()

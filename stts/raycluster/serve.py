@@ -1,6 +1,6 @@
 """``stts serve --ray``: the same FastAPI app as a Ray Serve deployment.
 
-Each replica builds its own app with :func:`stts.api.app.create_app`: its own engine
+Each replica builds its own app with :func:`stts.server.build_app`: its own engine
 manager, model, admission limits and metrics, so ``/health``, ``/ready`` and ``/metrics``
 describe the replica that answered (the ``X-Stts-Replica`` header names it). A replica
 loads the default engine before Serve routes anything to it. Ray Serve's HTTP proxy
@@ -90,11 +90,11 @@ class SttsReplica:
     """One replica: the whole stts app over its own engine manager."""
 
     def __init__(self, settings: Settings) -> None:
-        from stts.api.app import create_app
         from stts.memory import limit_malloc_arenas
+        from stts.server import build_app
 
         limit_malloc_arenas(settings.malloc_arena_max)
-        self.stts_app = create_app(settings)
+        self.stts_app = build_app(settings)
         # Serve routes to a replica once its constructor returns: load the model first.
         self.stts_app.state.manager.preload()
         self.replica = serve.get_replica_context().replica_id.unique_id
