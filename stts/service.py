@@ -213,13 +213,19 @@ class EngineManager:
         """Log one line per enabled engine that cannot run here, with why (at start-up);
         returns their names. Requests for such an engine get 503 ``engine_unavailable``."""
         names = []
+        # An engine the operator did not ask for (on in the default list, its extra not
+        # installed, e.g. PocketSphinx beside Whisper) is said at info level, not warned.
+        chosen = "engines" in self.settings.model_fields_set
         for name in self.enabled:
             availability = self.probe(name)
             if not availability.available:
                 names.append(name)
-                logger.warning(
-                    "engine %s is enabled but cannot run: %s (requests for it get 503)",
+                asked = chosen or name == self.settings.default_engine
+                logger.log(
+                    logging.WARNING if asked else logging.INFO,
+                    "engine %s is enabled%s but cannot run: %s (requests for it get 503)",
                     name,
+                    "" if asked else " by default",
                     availability.reason,
                 )
         return names

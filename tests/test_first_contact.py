@@ -284,6 +284,38 @@ def test_start_up_names_each_engine_that_cannot_run(
     ]
 
 
+def test_an_engine_on_by_default_but_not_installed_is_not_a_warning(
+    cache_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A base install has Whisper only; PocketSphinx, on in the default engine list, is
+    said at info level. Asked for by name (or as the default engine), it is a warning.
+    FAULT INJECTION: the probe reports PocketSphinx's extra as missing."""
+    from stts.engines.base import Availability
+    from stts.service import EngineManager
+
+    real = EngineManager.probe
+
+    def probe(self: EngineManager, name: str) -> Availability:
+        if name == "pocketsphinx":
+            return Availability(False, False, "pip install 'stts-server[pocketsphinx]'", "", ())
+        return real(self, name)
+
+    monkeypatch.setattr(EngineManager, "probe", probe)
+    for settings, level in (
+        (Settings(cache_dir=cache_dir), logging.INFO),
+        (Settings(cache_dir=cache_dir, engines=["whisper", "pocketsphinx"]), logging.WARNING),
+    ):
+        caplog.clear()
+        manager = EngineManager(settings)
+        try:
+            with caplog.at_level(logging.INFO, logger="stts"):
+                assert manager.warn_unavailable() == ["pocketsphinx"]
+        finally:
+            manager.close()
+        [record] = [r for r in caplog.records if "cannot run" in r.getMessage()]
+        assert record.levelno == level, record.getMessage()
+
+
 @requires_corpus
 def test_enabled_but_unusable_is_503_unknown_is_404(plain_server: LiveServer) -> None:
     audio = sample_path().read_bytes()

@@ -76,7 +76,12 @@ class GracefulStop:
         if self.aborted:
             return
         self.aborted = True
-        logger.info("graceful stop: grace period over, stopping requests under way")
+        if self.deadline is not None and time.monotonic() < self.deadline:
+            # Called at the end of the app's life: everything finished in time.
+            left = self.remaining()
+            logger.info("graceful stop: done with %.1f s of the grace period left", left)
+        else:
+            logger.info("graceful stop: grace period over, stopping requests under way")
         if self.owns_manager:
             self.manager.abort()
         if self._aborted is not None:
