@@ -141,12 +141,14 @@ class PocketSphinxSettings(EngineSettings):
     speech_gate: bool = True
 
     model_dir: Path | None = None
-    isolate: bool = Field(
-        True,
+    isolate: bool | None = Field(
+        None,
         description="decode whole recordings in child processes, one per worker: "
         "PocketSphinx holds the GIL while it decodes, which in-process stops the whole "
         "server (event loop, /health, other engines) for each decode; live streams stay "
-        "in-process",
+        "in-process. Unset: on in a server (stts serve, Ray Serve replicas), off in the "
+        "library and the one-shot commands (stts transcribe, stts batch), where nothing "
+        "else waits and a script needs no __main__ guard",
     )
 
 

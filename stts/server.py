@@ -46,10 +46,20 @@ def _wyoming(settings: Settings) -> CompanionFactory:
     return make
 
 
+def _server_defaults(settings: Settings) -> Settings:
+    """What a server wants that a script does not: PocketSphinx decoding in child
+    processes (it holds the GIL for a whole decode) unless the operator said otherwise."""
+    if settings.pocketsphinx.isolate is not None:
+        return settings
+    section = settings.pocketsphinx.model_copy(update={"isolate": True})
+    return settings.model_copy(update={"pocketsphinx": section})
+
+
 def build_app(settings: Settings | None = None, manager: EngineManager | None = None) -> FastAPI:
     """The HTTP app with the faces the settings turn on: the web page (``web_ui``) and the
-    Wyoming server on the same event loop and engine manager (``wyoming_uri``)."""
-    settings = settings or Settings.load()
+    Wyoming server on the same event loop and engine manager (``wyoming_uri``). A
+    ``manager`` given keeps its own settings (``pocketsphinx.isolate`` included)."""
+    settings = _server_defaults(settings or Settings.load())
     routes = [_web_page()] if settings.web_ui else []
     companions = [_wyoming(settings)] if settings.wyoming_uri else []
     app = create_app(settings, manager, routes=routes, companions=companions)

@@ -282,3 +282,24 @@ def test_isolated_and_in_process_decodes_are_the_same(settings: Settings) -> Non
             slot = manager.slot(manager.resolve("pocketsphinx"))
             assert (slot._all_instances[0]._process is not None) is isolate  # type: ignore[attr-defined]
     assert answers[0] == answers[1] and answers[0].words
+
+
+def test_isolation_is_on_in_a_server_and_off_in_the_library(settings: Settings) -> None:
+    """Unset, ``pocketsphinx.isolate`` is on in what stts.server.build_app builds (stts
+    serve, Ray Serve replicas) and off for the library and one-shot commands, which have
+    nothing else waiting on the GIL and may run from a script without a __main__ guard;
+    an operator's explicit value is kept."""
+    from stts.server import build_app
+
+    assert settings.pocketsphinx.isolate is None
+    with EngineManager(settings).session() as manager:
+        manager.transcribe(decode_audio(corpus_file(SHORT)), engine="pocketsphinx")
+        slot = manager.slot(manager.resolve("pocketsphinx"))
+        assert slot._all_instances[0]._process is None  # type: ignore[attr-defined]
+    for chosen, expected in ((None, True), (False, False), (True, True)):
+        section = settings.pocketsphinx.model_copy(update={"isolate": chosen})
+        app = build_app(settings.model_copy(update={"pocketsphinx": section}))
+        try:
+            assert app.state.manager.settings.pocketsphinx.isolate is expected
+        finally:
+            app.state.manager.close()
