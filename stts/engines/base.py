@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from stts.errors import Cancelled, InvalidRequest
 from stts.install import install_hint
+from stts.languages import normalize_language
 from stts.transcript import Segment, Transcript
 
 __all__ = ["Cancelled"]  # engines raise it when their CancelToken is set
@@ -205,3 +206,17 @@ def probe_model_dir(
     if not path.is_dir():
         return Availability(True, False, f"model directory not found: {path}", model, ())
     return None
+
+
+def model_dir_name(path: Path | None) -> str:
+    """The model name of an engine whose model is a directory the operator names: the
+    directory's name, ``none`` while unset."""
+    return path.name if path is not None else "none"
+
+
+def model_language(language: str | None) -> frozenset[str]:
+    """The one language an operator says a single-language model speaks (normalised when
+    stts knows it, as given otherwise); empty when unsaid."""
+    if not language:
+        return frozenset()
+    return frozenset({normalize_language(language) or language})

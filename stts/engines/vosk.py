@@ -36,11 +36,12 @@ from stts.engines.base import (
     Engine,
     SegmentCallback,
     TranscribeOptions,
+    model_dir_name,
+    model_language,
     probe_model_dir,
 )
 from stts.engines.streaming import EngineStream, StreamUpdate
 from stts.errors import EngineUnavailable
-from stts.languages import normalize_language
 from stts.transcript import Segment, Transcript, Word, segments_from_words
 
 if TYPE_CHECKING:
@@ -101,8 +102,7 @@ class VoskEngine(Engine):
     @classmethod
     def default_model(cls, settings: Settings) -> str:
         """The model directory's name."""
-        path = settings.vosk.model_path
-        return path.name if path is not None else "none"
+        return model_dir_name(settings.vosk.model_path)
 
     @classmethod
     def probe(cls, settings: Settings) -> Availability:
@@ -119,11 +119,8 @@ class VoskEngine(Engine):
     def capabilities(self) -> Capabilities:
         """One language per model, word timings, native streaming, no translation;
         recognisers per request or stream."""
-        language = self.settings.vosk.language
         return Capabilities(
-            languages=frozenset({normalize_language(language) or language})
-            if language
-            else frozenset(),
+            languages=model_language(self.settings.vosk.language),
             word_timestamps=True,
             translation=False,
             language_detection=False,

@@ -31,10 +31,11 @@ from stts.engines.base import (
     Engine,
     SegmentCallback,
     TranscribeOptions,
+    model_dir_name,
+    model_language,
     probe_model_dir,
 )
 from stts.errors import EngineUnavailable
-from stts.languages import normalize_language
 from stts.transcript import Transcript, Word, segments_from_words
 
 if TYPE_CHECKING:
@@ -88,8 +89,7 @@ class Wav2Vec2Engine(Engine):
     @classmethod
     def default_model(cls, settings: Settings) -> str:
         """The model directory's name."""
-        path = settings.wav2vec2.model_path
-        return path.name if path is not None else "none"
+        return model_dir_name(settings.wav2vec2.model_path)
 
     @classmethod
     def probe(cls, settings: Settings) -> Availability:
@@ -125,11 +125,8 @@ class Wav2Vec2Engine(Engine):
         and commit letters across chunk edges that whole decoding spells differently;
         live clients are better served by PocketSphinx, Vosk or Whisper, which stream.
         """
-        language = self.settings.wav2vec2.language
         return Capabilities(
-            languages=frozenset({normalize_language(language) or language})
-            if language
-            else frozenset(),
+            languages=model_language(self.settings.wav2vec2.language),
             word_timestamps=True,
             word_probabilities=True,
             translation=False,
