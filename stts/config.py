@@ -143,10 +143,11 @@ class PocketSphinxSettings(EngineSettings):
     model_dir: Path | None = None
     isolate: bool | None = Field(
         None,
-        description="decode whole recordings in child processes, one per worker: "
-        "PocketSphinx holds the GIL while it decodes, which in-process stops the whole "
-        "server (event loop, /health, other engines) for each decode; live streams stay "
-        "in-process. Unset: on in a server (stts serve, Ray Serve replicas), off in the "
+        description="decode in child processes, one per worker for whole recordings and "
+        "one per worker for its live streams: PocketSphinx holds the GIL while it decodes, "
+        "which in-process stops the whole server (event loop, /health, other engines) for "
+        "each decode, and a native crash there would end the server. Unset: on in a server "
+        "(stts serve, Ray Serve replicas), off in the "
         "library and the one-shot commands (stts transcribe, stts batch), where nothing "
         "else waits and a script needs no __main__ guard",
     )

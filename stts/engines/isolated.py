@@ -25,8 +25,15 @@ one engine instance in a child process of its own instead, so only that child wa
   an idle child also stops when its pipe to the server closes; and what is still alive
   at interpreter exit is killed.
 
-Engines use it from their own ``load``/``transcribe``/``close`` (see
-:mod:`stts.engines.pocketsphinx`); live streams, made of short pieces, stay in-process.
+- **Streams**: :meth:`EngineProcess.open_stream` opens a live stream in the child (the
+  engine's own ``open_stream``, there) and gives back an :class:`IsolatedStream` whose
+  steps are calls like the others. Streams of several connections share one child, their
+  calls taken in turn (in-process, the GIL took them in turn all the same). A child that
+  dies fails the streams it held, each at its next call, and the next stream opened
+  starts a fresh child.
+
+Engines use it from their own ``load``/``transcribe``/``open_stream``/``close`` (see
+:mod:`stts.engines.pocketsphinx`).
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stts.engines.base import CancelToken, Engine, SegmentCallback, TranscribeOptions
+from stts.engines.streaming import EngineStream, StreamUpdate
 from stts.errors import (
     Cancelled,
     EngineUnavailable,
@@ -129,6 +137,8 @@ class EngineProcess:
         self._closed = False
         self._busy = False
         self._lock = threading.Lock()  # guards _process/_conn against close() from elsewhere
+        self._call_lock = threading.Lock()  # one call at a time (streams call from any worker)
+        self._pending_closes: list[tuple[int, int]] = []  # (generation, stream id)
 
     @property
     def pid(self) -> int | None:
@@ -222,21 +232,94 @@ class EngineProcess:
         cancel: CancelToken | None = None,
     ) -> Transcript:
         """The engine's ``transcribe`` in the child; cancel kills the child."""
+        samples = np.ascontiguousarray(audio, dtype=np.float32)
+        result: Transcript = self._call(
+            ("transcribe", options, on_segment is not None), samples, on_segment, cancel
+        )
+        return result
+
+    def open_stream(self, options: TranscribeOptions) -> IsolatedStream:
+        """A live stream opened by the engine in the child (started if there is none)."""
+        with self._call_lock:
+            self._call_locked(None, None, None, None, start=True)  # a child alive now
+            generation = self.starts
+            stream_id: int = self._call_locked(("open", options), None, None, None, start=False)
+        return IsolatedStream(self, stream_id, generation)
+
+    def stream_call(
+        self, generation: int, request: tuple[Any, ...], samples: AudioArray | None = None
+    ) -> Any:
+        """A call for a stream opened in child number ``generation``: one that died with
+        its child fails (TranscriptionFailed), a new child never sees it."""
+        with self._call_lock:
+            if generation != self.starts or self._process is None:
+                raise TranscriptionFailed(
+                    f"engine {self.name!r} failed: the worker process that held this stream died"
+                )
+            return self._call_locked(request, samples, None, None, start=False)
+
+    def close_stream(self, generation: int, stream_id: int) -> None:
+        """Close a stream in its child without waiting for another stream's step (it is
+        called on the event loop): when a call is under way, the close goes first in the
+        next call."""
+        if not self._call_lock.acquire(blocking=False):
+            self._pending_closes.append((generation, stream_id))
+            return
+        try:
+            self._pending_closes.append((generation, stream_id))
+            self._send_closes()
+        finally:
+            self._call_lock.release()
+
+    def _send_closes(self) -> None:
+        while self._pending_closes:
+            generation, stream_id = self._pending_closes.pop()
+            if generation == self.starts and self._process is not None:
+                with contextlib.suppress(SttsError):
+                    self._call_locked(("close", stream_id), None, None, None, start=False)
+
+    def _call(
+        self,
+        request: tuple[Any, ...] | None,
+        samples: AudioArray | None,
+        on_segment: SegmentCallback | None,
+        cancel: CancelToken | None,
+        *,
+        start: bool = True,
+    ) -> Any:
+        with self._call_lock:
+            return self._call_locked(request, samples, on_segment, cancel, start=start)
+
+    def _call_locked(
+        self,
+        request: tuple[Any, ...] | None,
+        samples: AudioArray | None,
+        on_segment: SegmentCallback | None,
+        cancel: CancelToken | None,
+        *,
+        start: bool,
+    ) -> Any:
+        """Send one request (and its samples) and wait for its answer; ``None`` only
+        makes sure a child is running."""
         if self._closed:
             raise EngineUnavailable(f"the {self.name} model is not loaded")
         if cancel is not None and cancel.cancelled:
             raise Cancelled("the request was cancelled")
-        if self._process is None:  # the first call after a kill or a crash
+        if self._process is None and start:  # the first call after a kill or a crash
             self.start()
+        if request is None:
+            return None
+        if request[0] != "close":
+            self._send_closes()
         process, conn = self._process, self._conn
         if process is None or conn is None:
             raise ShuttingDown("the engine is closed")
-        samples = np.ascontiguousarray(audio, dtype=np.float32)
         self._busy = True
         try:
             try:
-                conn.send((options, on_segment is not None))
-                conn.send_bytes(samples.data.cast("B"))
+                conn.send(request)
+                if samples is not None:
+                    conn.send_bytes(np.ascontiguousarray(samples, dtype=np.float32).data.cast("B"))
             except (OSError, ValueError):  # the child died while idle
                 raise self._died(process) from None
             while True:
@@ -245,8 +328,7 @@ class EngineProcess:
                 if kind == "segment" and on_segment is not None:
                     on_segment(message[1])
                 elif kind == "done":
-                    result: Transcript = message[1]
-                    return result
+                    return message[1]
                 elif kind == "error":
                     raise message[1]
                 elif kind == "failed":
@@ -299,6 +381,44 @@ class EngineProcess:
             "%s worker process %s died (%s); the next call starts a new one", self.name, pid, how
         )
         return TranscriptionFailed(f"engine {self.name!r} failed while transcribing")
+
+
+class IsolatedStream(EngineStream):
+    """The parent's side of a live stream that an engine decodes in a child process."""
+
+    def __init__(self, host: EngineProcess, stream_id: int, generation: int) -> None:
+        self.host = host
+        self.stream_id = stream_id
+        self.generation = generation  # which child holds it (EngineProcess.starts)
+        self._closed = False
+
+    def accept(self, samples: AudioArray) -> StreamUpdate:
+        """The engine stream's ``accept``, in the child."""
+        update: StreamUpdate = self._call("accept", samples)
+        return update
+
+    def finish(self) -> StreamUpdate:
+        """The engine stream's ``finish``, in the child."""
+        update: StreamUpdate = self._call("finish")
+        return update
+
+    def transcript(self) -> Transcript:
+        """The engine stream's ``transcript``, from the child."""
+        result: Transcript = self._call("transcript")
+        return result
+
+    def close(self) -> None:
+        """Close it in the child (now, or first in the next call while another stream's
+        step runs); nothing to do once that child is gone."""
+        if self._closed:
+            return
+        self._closed = True
+        self.host.close_stream(self.generation, self.stream_id)
+
+    def _call(self, kind: str, samples: AudioArray | None = None) -> Any:
+        if self._closed:
+            raise Cancelled("the stream is closed")
+        return self.host.stream_call(self.generation, (kind, self.stream_id), samples)
 
 
 @atexit.register
@@ -360,19 +480,48 @@ def _serve(conn: Connection, factory: EngineFactory, settings: Settings, model: 
     def send_segment(segment: Any) -> None:
         conn.send(("segment", segment))
 
+    streams: dict[int, EngineStream] = {}
+    next_id = 0
     while True:
         try:
             request = conn.recv()
             if request is None:
                 break
-            options, segments = request
-            samples = np.frombuffer(conn.recv_bytes(), dtype=np.float32)
+            kind = request[0]
+            samples = (
+                np.frombuffer(conn.recv_bytes(), dtype=np.float32)
+                if kind in ("transcribe", "accept")
+                else None
+            )
         except (EOFError, OSError):  # the server is gone
             break
         try:
-            result = engine.transcribe(
-                samples, options, on_segment=send_segment if segments else None
-            )
+            result: Any = None
+            if kind == "transcribe":
+                _, options, segments = request
+                result = engine.transcribe(
+                    samples,  # type: ignore[arg-type]  # read above for "transcribe"
+                    options,
+                    on_segment=send_segment if segments else None,
+                )
+            elif kind == "open":
+                next_id += 1
+                streams[next_id] = engine.open_stream(request[1])
+                result = next_id
+            elif kind == "close":
+                stream = streams.pop(request[1], None)
+                if stream is not None:
+                    stream.close()
+            else:
+                stream = streams.get(request[1])
+                if stream is None:
+                    raise Cancelled("the stream is closed")
+                if kind == "accept":
+                    result = stream.accept(samples)  # type: ignore[arg-type]  # read above
+                elif kind == "finish":
+                    result = stream.finish()
+                else:
+                    result = stream.transcript()
             answer: tuple[str, Any] = ("done", result)
         except SttsError as exc:
             answer = ("error", exc)
@@ -383,5 +532,8 @@ def _serve(conn: Connection, factory: EngineFactory, settings: Settings, model: 
             conn.send(answer)
         except (OSError, ValueError):  # the server is gone
             break
+    for stream in streams.values():
+        with contextlib.suppress(Exception):
+            stream.close()
     with contextlib.suppress(Exception):
         engine.close()

@@ -5,9 +5,12 @@ service gives every worker its own instance.
 
 Its ``process_raw`` holds the GIL for the whole call (seconds for 30 s of audio), which
 in the server's process stops everything else meanwhile. So with ``pocketsphinx.isolate``
-(the default) each instance decodes whole recordings in a child process of its own
-(:mod:`stts.engines.isolated`): the decoder lives there, and a cancel or a crash costs
-that child, not the server.
+(the default in a server) each instance decodes in child processes
+(:mod:`stts.engines.isolated`): whole recordings in one, live streams in another. The
+decoders live there, and a cancel or a crash costs that child, not the server: the
+native decoder has crashed the test process (SIGSEGV inside ``process_raw`` of a live
+stream's step, twice in test_wyoming, never reproduced alone), and a server must survive
+that.
 
 It also streams natively (:class:`PocketSphinxStream`): each live stream has a decoder of
 its own for its whole life, fed with ``process_raw`` as audio arrives. Live decoding
@@ -85,6 +88,7 @@ class PocketSphinxEngine(Engine):
         super().__init__(settings, model)
         self._decoder: Any = None  # in-process decoder (isolate off, and in the child)
         self._process: EngineProcess | None = None  # the child that decodes (isolate on)
+        self._stream_process: EngineProcess | None = None  # the child of its live streams
         self._frame_rate = 100
         self._decoder_cls: Any = None
         self._decoder_kwargs: dict[str, Any] = {}
@@ -139,6 +143,10 @@ class PocketSphinxEngine(Engine):
             process = EngineProcess(_in_process_engine, self.settings, self.model, name=self.name)
             process.start()
             self._process = process
+            # Started by the first stream: a server that never streams pays nothing.
+            self._stream_process = EngineProcess(
+                _in_process_engine, self.settings, self.model, name=self.name
+            )
         else:
             try:
                 self._decoder = Decoder(**kwargs)
@@ -151,9 +159,11 @@ class PocketSphinxEngine(Engine):
     def open_stream(self, options: TranscribeOptions) -> EngineStream:
         """A live utterance on a decoder of its own (a spare one, reset, or a new one).
 
-        Streams decode in this process even when whole recordings are isolated: their
-        steps are short pieces (a fraction of a second of GIL each), and a child per
-        stream would cost a process start per connection."""
+        With ``isolate`` on, in this instance's stream child (one for all its streams,
+        started by the first): a native crash there fails the streams it held, not the
+        server."""
+        if self._stream_process is not None:
+            return self._stream_process.open_stream(options)
         if self._decoder_cls is None:
             raise EngineUnavailable("the PocketSphinx model is not loaded")
         with self._spare_lock:
@@ -236,11 +246,12 @@ class PocketSphinxEngine(Engine):
         return words
 
     def close(self) -> None:
-        """Drop the decoders and stop the child process."""
+        """Drop the decoders and stop the child processes."""
         self._decoder = self._decoder_cls = None
-        process, self._process = self._process, None
-        if process is not None:
-            process.close()
+        for process in (self._process, self._stream_process):
+            if process is not None:
+                process.close()
+        self._process = self._stream_process = None
         with self._spare_lock:
             self._spare_decoders.clear()
 
