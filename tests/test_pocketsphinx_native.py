@@ -15,6 +15,7 @@ import os
 import signal
 from collections.abc import Iterator
 
+import numpy as np
 import psutil
 import pytest
 
@@ -123,3 +124,19 @@ def test_a_native_crash_in_a_live_stream_fails_that_stream_not_the_process(
     # The next stream starts a fresh child and decodes as before.
     assert asyncio.run(_live(isolated, audio, crash_at=None)) == "go forward ten meters"
     assert _stream_children(isolated)
+
+
+def test_a_stream_that_begins_with_digital_silence_still_hears_the_speech(
+    settings: Settings,
+) -> None:
+    """The first 1.5 s give the stream its cepstral mean; over digital zeros PocketSphinx's
+    batch mean divides by zero (NaN, read back as 0) and the speech after it was misheard
+    ("roared years see"). The model's initial mean is used instead."""
+    audio = np.concatenate([np.zeros(2 * SAMPLE_RATE, np.float32), _audio(GOFORWARD)])
+    engine = PocketSphinxEngine(_isolated(settings, False))
+    engine.load()
+    try:
+        text = _stream_text(engine.open_stream(EN), audio)
+    finally:
+        engine.close()
+    assert text.startswith("go forward ten"), text

@@ -354,7 +354,13 @@ class PocketSphinxStream(EngineStream):
         decoder.start_utt()
         decoder.process_raw(pcm.tobytes(), True, True)  # no search, whole: batch CMN
         decoder.end_utt()
-        decoder.set_cmn(decoder.get_cmn(False))
+        cmn = decoder.get_cmn(False)
+        if "nan" in cmn:
+            # Batch CMN skips frames of no energy: over digital silence it divides by
+            # zero, and set_cmn reads "nan" as 0 (a stream that began with 2 s of zeros
+            # heard "go forward ten meters" as "roared years see"). The model's is better.
+            cmn = decoder.config["cmninit"]
+        decoder.set_cmn(cmn)
         self.primed = True
         self._feed(pcm)
 
