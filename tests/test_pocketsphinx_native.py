@@ -140,3 +140,55 @@ def test_a_stream_that_begins_with_digital_silence_still_hears_the_speech(
     finally:
         engine.close()
     assert text.startswith("go forward ten"), text
+
+
+class _CallSizes:
+    """FAULT INJECTION (a spy): a PocketSphinx decoder that records how many samples each
+    live ``process_raw`` call gets."""
+
+    def __init__(self, decoder: object) -> None:
+        self._decoder = decoder
+        self.live: list[int] = []
+
+    def __getattr__(self, name: str) -> object:
+        method = getattr(self._decoder, name)
+        if name != "process_raw":
+            return method
+
+        def process_raw(data: bytes, no_search: bool = False, full_utt: bool = False) -> object:
+            if not full_utt:
+                self.live.append(len(data) // 2)
+            return method(data, no_search, full_utt)
+
+        return process_raw
+
+
+def test_a_stream_given_seconds_at_once_feeds_its_decoder_a_second_at_a_time(
+    settings: Settings,
+) -> None:
+    """The SIGSEGV of test_wyoming: a loaded server gave a stream's first step 5 s of
+    backlog and its second 2.5 s. The priming pass had sized PocketSphinx's ring of
+    cepstra to the 5 s; fed in one call, the ring wrapped with more than the 256 cepstra
+    its live feature pass takes at once, and it read rows past the ring's end (SIGSEGV in
+    cmn_live, or garbage cepstra when that memory was mapped: the transcript then ended
+    "you were young and three"). Each live call now gets at most a second."""
+    audio = _audio("openai-whisper__jfk.flac")
+    engine = PocketSphinxEngine(_isolated(settings, False))
+    engine.load()
+    try:
+        stream = engine.open_stream(EN)
+        spy = _CallSizes(stream._decoder)  # type: ignore[attr-defined]
+        stream._decoder = spy  # type: ignore[attr-defined]
+        start = 0
+        try:
+            for size in (80_896, 39_936, 40_960, len(audio)):  # as the trace had them
+                stream.accept(audio[start : start + size])
+                start += size
+            stream.finish()
+            text = stream.transcript().text
+        finally:
+            stream.close()
+    finally:
+        engine.close()
+    assert spy.live and max(spy.live) <= SAMPLE_RATE, spy.live
+    assert text.endswith("can do for your country"), text

@@ -76,6 +76,13 @@ ENDPOINT_S = 1.0
 final, and the hypothesis (searched again on every step) never grows without bound."""
 MAX_UTTERANCE_S = 30.0
 """Past this, a decoder utterance ends at any pause of ``SETTLE_S`` or more."""
+FEED_SAMPLES = 16_000
+"""Most audio one live ``process_raw`` call gets (1 s, 100 frames). PocketSphinx's live
+feature pass takes at most 256 cepstra per call; when the ring of cepstra waiting for it
+holds more (after the priming's whole-utterance pass it is sized to the priming audio)
+and wraps, ``acmod_process_mfcbuf`` reads the second part from rows past the end of the
+ring: SIGSEGV in ``cmn_live`` (or heap corruption when the garbage is mapped). A loaded
+server gave a stream's first step 5 s of backlog, then 2.5 s; that crashed test_wyoming."""
 
 
 class PocketSphinxEngine(Engine):
@@ -343,7 +350,8 @@ class PocketSphinxStream(EngineStream):
         if not self.in_utterance:
             self._decoder.start_utt()
             self.in_utterance = True
-        self._decoder.process_raw(pcm.tobytes(), False, False)
+        for start in range(0, len(pcm), FEED_SAMPLES):  # see FEED_SAMPLES: never more
+            self._decoder.process_raw(pcm[start : start + FEED_SAMPLES].tobytes(), False, False)
         self.fed += len(pcm)
 
     def _start(self) -> None:
