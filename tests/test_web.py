@@ -461,7 +461,7 @@ def test_render_bounds_segments_and_their_text(live: LiveServer) -> None:
     )
     assert (
         vtt.text
-        == "WEBVTT\n\n00:00:00.000 --> 00:00:01.000\nx\n00:00:05.000 -> 00:00:06.000\ninjected\n"
+        == "WEBVTT\n\n00:00:00.000 --> 00:00:01.000\nx\n00:00:05.000 -&gt; 00:00:06.000\ninjected\n"
     )
 
 
