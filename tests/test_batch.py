@@ -154,9 +154,12 @@ def test_batch_writes_outputs_and_resumes(sphinx: EngineManager, tmp_path: Path)
 def test_cli_batch_interrupted_then_finished(tmp_path: Path, cache_dir: Path) -> None:
     audio = tmp_path / "audio"
     audio.mkdir()
-    for copy in range(3):
+    # Enough files that the batch cannot finish between the second result and the
+    # SIGINT, however the machine's load delays this test's polling.
+    for copy in range(6):
         for name in ("pocketsphinx__001.wav", "pocketsphinx__002.wav", "pocketsphinx__005.wav"):
             shutil.copy(corpus_file(name), audio / f"{copy}-{name}")
+    total = 18
     out = tmp_path / "out"
     env = {**os.environ, "STTS_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "stts.cli", "batch", str(audio), "-o", str(out)]
@@ -172,11 +175,11 @@ def test_cli_batch_interrupted_then_finished(tmp_path: Path, cache_dir: Path) ->
     proc.communicate(timeout=120)
     assert proc.returncode != 0
     finished = len(results(out))
-    assert 2 <= finished < 9
+    assert 2 <= finished < total
 
     rest = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert rest.returncode == 0, rest.stderr
-    assert f"{9 - finished} done, {finished} skipped, 0 failed" in rest.stderr
+    assert f"{total - finished} done, {finished} skipped, 0 failed" in rest.stderr
     rows = results(out)
     assert sorted(Path(str(r["path"])).name for r in rows) == sorted(
         p.name for p in audio.iterdir()
