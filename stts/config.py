@@ -115,6 +115,15 @@ class WhisperSettings(EngineSettings):
         description="prompt each 30 s window with the text before it (on: one window's "
         "mistake or loop carries into the next)",
     )
+    repair_gaps: bool = Field(
+        False,
+        description="files with vad_filter: re-decode on its own any stretch of VAD speech "
+        "that the first pass left without words (Whisper skips an utterance inside a 30 s "
+        "window now and then; see README, Silence, noise and long recordings)",
+    )
+    repair_min_gap_s: float = Field(
+        1.5, gt=0, description="gap repair: uncovered speech at least this long is re-decoded"
+    )
     stream_short_context: bool = Field(
         False,
         description="live streams: run the encoder on the buffered audio only, not on a "

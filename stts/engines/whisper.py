@@ -37,6 +37,7 @@ from stts.engines.base import (
 )
 from stts.engines.streaming import EngineStream
 from stts.engines.whisper_batching import BatchKey, WhisperBatcher, whisper_segment
+from stts.engines.whisper_gaps import GapRepairer
 from stts.engines.whisper_stream import WhisperStream
 from stts.errors import EngineUnavailable, InvalidRequest, UnknownModel
 from stts.install import install_hint
@@ -372,15 +373,13 @@ class WhisperEngine(Engine):
         language = check_language(options.language, self.languages, self.name, self.model)
         if self._batcher is not None:
             return self._transcribe_batched(audio, options, language, on_segment, cancel)
-        segments_iter, info = self._model.transcribe(
-            audio,
+        vad_filter = cfg.vad_filter if options.vad_filter is None else options.vad_filter
+        decode: dict[str, Any] = dict(
             language=language or None,
             task=options.task if self._multilingual else "transcribe",
             beam_size=options.beam_size or cfg.beam_size,
             temperature=temperature,
             initial_prompt=options.initial_prompt or None,
-            vad_filter=cfg.vad_filter if options.vad_filter is None else options.vad_filter,
-            vad_parameters=_vad_parameters(cfg, options.vad),
             word_timestamps=options.word_timestamps,
             max_new_tokens=_token_cap(len(audio) / 16_000),
             no_speech_threshold=cfg.no_speech_threshold,
@@ -389,6 +388,22 @@ class WhisperEngine(Engine):
             hallucination_silence_threshold=cfg.hallucination_silence_threshold,
             condition_on_previous_text=cfg.condition_on_previous_text,
         )
+        vad = _vad_parameters(cfg, options.vad)
+        info: Any = None
+        if vad_filter and cfg.repair_gaps:
+            repairer = GapRepairer(
+                self._model,
+                audio,
+                vad,
+                decode,
+                min_gap_s=cfg.repair_min_gap_s,
+                token_cap=_token_cap,
+            )
+            segments_iter: Any = repairer.segments()
+        else:
+            segments_iter, info = self._model.transcribe(
+                audio, vad_filter=vad_filter, vad_parameters=vad, **decode
+            )
         segments: list[Segment] = []
         for index, raw in enumerate(segments_iter):
             if cancel is not None and cancel.cancelled:
@@ -397,11 +412,15 @@ class WhisperEngine(Engine):
             segments.append(segment)
             if on_segment is not None:
                 on_segment(segment)
+        if info is None:  # gap repair: its first pass decoded the speech chunks only
+            info = repairer.info
+            if repairer.stats.redecoded:
+                logger.debug("whisper gap repair: %s", repairer.stats)
         return Transcript(
             text=join_segment_texts(segments),
             segments=tuple(segments),
-            duration=round(float(info.duration), 3),
-            language=info.language,
+            duration=round(len(audio) / 16_000, 3),
+            language=info.language if info is not None else (language or None),
             model=self.model,
             task=options.task,
         )

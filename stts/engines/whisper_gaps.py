@@ -1,0 +1,163 @@
+"""Gap repair for Whisper's long-form decoding with the VAD filter (issue 14).
+
+With ``vad_filter`` faster-whisper joins Silero VAD's speech chunks end to end and decodes
+the joined audio in 30 s windows; now and then the decoder skips a whole utterance
+inside a window although the VAD covered it (the utterance is heard when decoded on its
+own). Gap repair decodes as faster-whisper does, from the same chunks (computed here once,
+not twice), and watches the words as they come: a stretch of a speech chunk that no word
+covers, at least ``min_gap_s`` long, in which Silero still hears speech, is decoded again
+on its own (prompted with the text before it), and its words are put in time order
+between the segments around it. Segments are still produced one by one, so a caller that
+streams segments keeps doing so; only a repaired stretch waits for its re-decode.
+
+Only for whole files (``WhisperEngine.transcribe``); live streams decode their own way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+# A word's end from the alignment can stretch over a following pause (or a skipped
+# utterance): for coverage a word counts for at most this long.
+MAX_WORD_S = 1.0
+# Keep this much away from the words either side of a gap (their edges, re-heard, would
+# come back as a repeated word).
+EDGE_S = 0.15
+# Silero, run again inside a gap with short pauses allowed: it must hear this much speech.
+MIN_SPEECH_S = 0.5
+GAP_VAD = {"min_silence_duration_ms": 300, "speech_pad_ms": 200}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GapRepairStats:
+    """What a repairing decode did (for logs and the bench)."""
+
+    gaps: int = 0
+    """Uncovered stretches of speech chunks that were long enough to look at."""
+    redecoded: int = 0
+    """Of them, the ones Silero still heard speech in, decoded again."""
+    segments_added: int = 0
+
+
+def speech_chunks(audio: np.ndarray, vad_parameters: dict[str, float]) -> list[dict[str, int]]:
+    """Silero VAD's speech chunks (sample ranges), as faster-whisper's own filter finds them."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    return list(get_speech_timestamps(audio, VadOptions(**vad_parameters)))
+
+
+def uncovered(
+    start: float, end: float, chunks: list[tuple[float, float]], min_gap_s: float
+) -> list[tuple[float, float]]:
+    """Parts of the speech ``chunks`` (seconds) inside ``(start, end)``, each at least
+    ``min_gap_s`` long: speech no word was placed in."""
+    out = []
+    for lo, hi in chunks:
+        a, b = max(lo, start), min(hi, end)
+        if b - a >= min_gap_s:
+            out.append((a, b))
+    return out
+
+
+def _shifted(segment: Any, offset: float) -> Any:
+    """A faster-whisper segment of a cut-out piece, moved to the recording's timeline."""
+    words = None
+    if segment.words:
+        words = [
+            dataclasses.replace(w, start=w.start + offset, end=w.end + offset)
+            for w in segment.words
+        ]
+    return dataclasses.replace(
+        segment, start=segment.start + offset, end=segment.end + offset, words=words
+    )
+
+
+def _coverage(segment: Any) -> tuple[float, float]:
+    """Where a segment's speech starts and (capped per word) ends."""
+    if segment.words:
+        first, last = segment.words[0], segment.words[-1]
+        return float(first.start), float(min(last.end, last.start + MAX_WORD_S))
+    return float(segment.start), float(segment.end)
+
+
+class GapRepairer:
+    """One file's decode with gap repair; iterate :meth:`segments` once."""
+
+    def __init__(
+        self,
+        model: Any,
+        audio: np.ndarray,
+        vad_parameters: dict[str, float],
+        decode_options: dict[str, Any],
+        *,
+        min_gap_s: float,
+        token_cap: Callable[[float], int | None],
+    ) -> None:
+        self.model = model
+        self.audio = audio
+        self.vad_parameters = vad_parameters
+        self.options = decode_options
+        self.min_gap_s = min_gap_s
+        self.token_cap = token_cap
+        self.stats = GapRepairStats()
+        self.info: Any = None
+        self._chunks = speech_chunks(audio, vad_parameters)
+        self._spans = [(c["start"] / SAMPLE_RATE, c["end"] / SAMPLE_RATE) for c in self._chunks]
+
+    def segments(self) -> Iterator[Any]:
+        """faster-whisper segments in time order, first pass and repairs together."""
+        from faster_whisper.transcribe import restore_speech_timestamps
+        from faster_whisper.vad import collect_chunks
+
+        if not self._chunks:
+            return
+        # What faster-whisper's transcribe(vad_filter=True) does, from our chunks.
+        pieces, _meta = collect_chunks(self.audio, self._chunks)
+        joined = np.concatenate(pieces)
+        first_pass, self.info = self.model.transcribe(joined, vad_filter=False, **self.options)
+        covered_to = 0.0
+        prompt = self.options.get("initial_prompt") or ""
+        for segment in restore_speech_timestamps(first_pass, self._chunks, SAMPLE_RATE):
+            start, end = _coverage(segment)
+            yield from self._repair(covered_to, start, prompt)
+            yield segment
+            prompt = segment.text
+            covered_to = max(covered_to, end)
+        yield from self._repair(covered_to, len(self.audio) / SAMPLE_RATE, prompt)
+
+    def _repair(self, start: float, end: float, prompt: str) -> Iterator[Any]:
+        """Re-decode the speech no word covered between ``start`` and ``end``."""
+        gaps = uncovered(start, end, self._spans, self.min_gap_s)
+        for lo, hi in gaps:
+            self.stats = dataclasses.replace(self.stats, gaps=self.stats.gaps + 1)
+            lo = lo + (EDGE_S if lo > start else 0.0)
+            hi = hi - (EDGE_S if hi < end else 0.0)
+            piece = self.audio[int(lo * SAMPLE_RATE) : int(hi * SAMPLE_RATE)]
+            inner = speech_chunks(piece, {**self.vad_parameters, **GAP_VAD})
+            heard = sum(c["end"] - c["start"] for c in inner) / SAMPLE_RATE
+            if heard < MIN_SPEECH_S:
+                continue
+            a, b = inner[0]["start"], inner[-1]["end"]
+            offset = lo + a / SAMPLE_RATE
+            options = {
+                **self.options,
+                "initial_prompt": prompt or None,
+                "max_new_tokens": self.token_cap((b - a) / SAMPLE_RATE),
+            }
+            self.stats = dataclasses.replace(self.stats, redecoded=self.stats.redecoded + 1)
+            found, _info = self.model.transcribe(piece[a:b], vad_filter=False, **options)
+            for segment in found:
+                text = segment.text.strip()
+                # Whisper sometimes answers a hard piece with its prompt: not new speech.
+                if not text or (prompt and text in prompt):
+                    continue
+                self.stats = dataclasses.replace(
+                    self.stats, segments_added=self.stats.segments_added + 1
+                )
+                yield _shifted(segment, offset)
+                prompt = text
