@@ -442,22 +442,23 @@ def render_longform(sources: list[Source]) -> str:
         alone = r.get("lost_vs_alone")
         inserted = r["inserted_runs"]
         heard = r.get("first_words_heard")
+        diff = (r["wer"] - r["per_file_wer"]) * 100
         rows.append(
             [
                 r["variant"],
                 r["setup"],
                 pct(r["wer"]),
                 pct(r["per_file_wer"]),
-                f"{(r['wer'] - r['per_file_wer']) * 100:+.1f}",
-                f"{len(lost)} ({sum(lost)} words)",
-                "" if alone is None else f"{len(alone)} ({sum(alone)} words)",
-                f"{len(inserted)} ({sum(inserted)} words)",
-                pct(r["onsets_within_0_5"], 0),
-                ""
+                f"{diff:+.1f} ({verdict(diff <= 1.0)})",
+                f"{len(lost)} ({sum(lost)} words; {verdict(not lost)})",
+                "not recorded" if alone is None else f"{len(alone)} ({sum(alone)} words)",
+                f"{len(inserted)} ({sum(inserted)} words; {verdict(not inserted)})",
+                f"{pct(r['onsets_within_0_5'], 0)} ({verdict(r['onsets_within_0_5'] >= 0.95)})",
+                "not recorded"
                 if heard is None
                 else f"{pct(r['heard_onsets_within_0_5'], 0)} of {pct(heard, 0)}",
                 r["rtf"],
-                "" if r.get("load") is None else f"{r['load']:.1f}",
+                "not recorded" if r.get("load") is None else f"{r['load']:.1f}",
             ]
         )
     body = table(
