@@ -776,9 +776,11 @@ def render_block(name: str, params: str, results: Path) -> str:
     sources = [Source.read(n, results) for n in names]
     files = ", ".join(f"`bench/results/{s.name}`" for s in sources)
     machines = sorted({s.machine or "not recorded" for s in sources})
-    loads = (
-        "; ".join(f"{s.name}: {s.load}" for s in sources) if len(sources) > 1 else sources[0].load
-    )
+    per_file = [s.load for s in sources]
+    if len(set(per_file)) == 1:
+        loads = per_file[0] + (" in any of them" if len(sources) > 1 else "")
+    else:
+        loads = "; ".join(f"{s.name}: {s.load}" for s in sources)
     footer = (
         f"<sub>Generated from {files} by `bench/readme_tables.py`; machine: "
         f"{', '.join(machines)}; load average: {loads}.</sub>"
