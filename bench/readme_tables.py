@@ -398,7 +398,9 @@ def _silence_line(src: Source) -> str:
 @renderer("robustness-nonspeech", "robustness-s5.json")
 def render_nonspeech(sources: list[Source]) -> str:
     src = sources[0]
-    clips: list[dict[str, Any]] = src.data["non_speech"]
+    clips: list[dict[str, Any]] = src.data.get("non_speech", [])
+    if not clips:
+        return f"{_silence_line(src)}\n\nNo non-speech rows in `{src.name}`."
     setups = list(dict.fromkeys(c["setup"] for c in clips))
     rows = []
     for setup in setups:
@@ -436,8 +438,13 @@ def render_nonspeech(sources: list[Source]) -> str:
 @renderer("robustness-longform", "robustness.json")
 def render_longform(sources: list[Source]) -> str:
     src = sources[0]
+    long_form: list[dict[str, Any]] = src.data.get("long_form", [])
+    if not long_form:
+        return f"{_silence_line(src)}\n\nNo long-form rows in `{src.name}`."
+    music = any("words_in_music" in r for r in long_form)
+    cpu = any("cpu_s" in r for r in long_form)
     rows = []
-    for r in src.data["long_form"]:
+    for r in long_form:
         lost = r["lost_runs"]
         alone = r.get("lost_vs_alone")
         inserted = r["inserted_runs"]
@@ -458,8 +465,10 @@ def render_longform(sources: list[Source]) -> str:
                 if heard is None
                 else f"{pct(r['heard_onsets_within_0_5'], 0)} of {pct(heard, 0)}",
                 r["rtf"],
-                "not recorded" if r.get("load") is None else f"{r['load']:.1f}",
             ]
+            + ([f"{r['cpu_s']:.0f}" if "cpu_s" in r else "not recorded"] if cpu else [])
+            + ([r.get("words_in_music", "")] if music else [])
+            + ["not recorded" if r.get("load") is None else f"{r['load']:.1f}"]
         )
     body = table(
         [
@@ -474,12 +483,14 @@ def render_longform(sources: list[Source]) -> str:
             "first words within 0.5 s (goal >= 95 %)",
             "among first words heard",
             "RTF",
+            *(["CPU s (process)"] if cpu else []),
+            *(["words in music"] if music else []),
             "load avg",
         ],
         rows,
     )
     minutes = src.data.get("minutes")
-    utterances = {len(r["onset_errors"]) for r in src.data["long_form"]}
+    utterances = {len(r["onset_errors"]) for r in long_form}
     about = (
         f"Long-form recordings of corpus utterances with pauses, cycled to {minutes:g} minutes "
         f"({', '.join(map(str, sorted(utterances)))} utterances)."

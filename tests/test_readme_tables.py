@@ -139,3 +139,18 @@ def test_load_table_follows_the_bench_columns(tables: ModuleType, tmp_path: Path
     assert "concurrency 8 +20 % (1.20 vs 1.00)" in new
     old = tables.render_block("load", "source=load-old.json", results)
     assert "| p50 s | p95 s | p99 s |" in old and "predates" in old
+
+
+def test_robustness_tables_follow_what_a_run_recorded(tables: ModuleType, tmp_path: Path) -> None:
+    """A newer robustness run adds CPU seconds and words in music; an empty section says so."""
+    results = tmp_path / "results"
+    results.mkdir()
+    data = json.loads((RESULTS / "robustness.json").read_text())
+    row = dict(data["long_form"][0], variant="music in the middle", cpu_s=412.0, words_in_music=3)
+    data["long_form"] = [row]
+    (results / "robustness-new.json").write_text(json.dumps(data))
+    text = tables.render_block("robustness-longform", "source=robustness-new.json", results)
+    assert "| CPU s (process) | words in music | load avg |" in text
+    assert "| music in the middle | stts |" in text and "| 412 | 3 |" in text
+    empty = tables.render_block("robustness-nonspeech", "source=robustness-new.json", results)
+    assert "No non-speech rows in `robustness-new.json`" in empty
