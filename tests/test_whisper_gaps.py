@@ -19,7 +19,7 @@ from stts.audio import decode_audio
 from stts.config import Settings
 from stts.engines.base import TranscribeOptions
 from stts.engines.whisper import WhisperEngine
-from stts.engines.whisper_gaps import uncovered
+from stts.engines.whisper_gaps import loops, uncovered
 from stts.evaluation import normalize_text
 from tests.conftest import CORPUS_ITEMS, corpus_file, requires_corpus
 
@@ -76,6 +76,14 @@ def test_uncovered_speech_is_what_no_word_reached() -> None:
     assert uncovered(2.0, 15.0, chunks, 1.5) == [(2.0, 5.0), (8.0, 15.0)]
     assert uncovered(4.0, 9.0, chunks, 1.5) == []  # a pause between chunks is no gap
     assert uncovered(2.0, 15.0, chunks, 4.0) == [(8.0, 15.0)]
+
+
+def test_a_looping_re_decode_is_told_from_digits_and_speech() -> None:
+    # Seen on the noisy 10-minute bench recording: a digit string re-decoded alone.
+    assert loops("1-0-0-0-1, 902-1-0-0-0-0-0-0-0-0-0-0-0-0-0-0-0-0")
+    assert loops("I'm sorry, I'm sorry, I'm sorry, I'm sorry, I'm sorry.")
+    assert not loops("1-0-0-0-1, 9-0-2-1-0, 0-1-8-0-3.")
+    assert not loops("She had your dark suit in greasy wash water all year.")
 
 
 @pytest.mark.slow

@@ -414,8 +414,7 @@ class WhisperEngine(Engine):
                 on_segment(segment)
         if info is None:  # gap repair: its first pass decoded the speech chunks only
             info = repairer.info
-            if repairer.stats.redecoded:
-                logger.debug("whisper gap repair: %s", repairer.stats)
+            logger.debug("whisper gap repair: %s", repairer.stats)
         return Transcript(
             text=join_segment_texts(segments),
             segments=tuple(segments),

@@ -16,10 +16,15 @@ Only for whole files (``WhisperEngine.transcribe``); live streams decode their o
 from __future__ import annotations
 
 import dataclasses
+import logging
+import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
 # A word's end from the alignment can stretch over a following pause (or a skipped
@@ -31,9 +36,28 @@ EDGE_S = 0.15
 # Silero, run again inside a gap with short pauses allowed: it must hear this much speech.
 MIN_SPEECH_S = 0.5
 GAP_VAD = {"min_silence_duration_ms": 300, "speech_pad_ms": 200}
+# A re-decoded piece is short and decoded without context: when it loops ("0-0-0-0-…",
+# compression ratio 2.0 under the token cap) Whisper's 2.4 misses it. Short pieces of
+# real speech stay well below 1.8 (a 10 s sentence ~1.5), so the re-decode retries
+# hotter from there, and what still loops is dropped.
+REDECODE_COMPRESSION_RATIO = 1.8
+LOOP_REPEATS = 5
+_TOKEN = re.compile(r"[^\W_]+")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+def loops(text: str, repeats: int = LOOP_REPEATS) -> bool:
+    """Whether ``text`` repeats a word, or a run of two or three words, ``repeats`` times
+    in a row."""
+    tokens = _TOKEN.findall(text.lower())
+    for n in (1, 2, 3):
+        for i in range(len(tokens) - n * repeats + 1):
+            gram = tokens[i : i + n]
+            if all(tokens[i + k * n : i + (k + 1) * n] == gram for k in range(1, repeats)):
+                return True
+    return False
+
+
+@dataclasses.dataclass(slots=True)
 class GapRepairStats:
     """What a repairing decode did (for logs and the bench)."""
 
@@ -42,6 +66,8 @@ class GapRepairStats:
     redecoded: int = 0
     """Of them, the ones Silero still heard speech in, decoded again."""
     segments_added: int = 0
+    cpu_s: float = 0.0
+    """Process time of the gaps' VAD passes and re-decodes (the repair's own cost)."""
 
 
 def speech_chunks(audio: np.ndarray, vad_parameters: dict[str, float]) -> list[dict[str, int]]:
@@ -132,32 +158,47 @@ class GapRepairer:
 
     def _repair(self, start: float, end: float, prompt: str) -> Iterator[Any]:
         """Re-decode the speech no word covered between ``start`` and ``end``."""
-        gaps = uncovered(start, end, self._spans, self.min_gap_s)
-        for lo, hi in gaps:
-            self.stats = dataclasses.replace(self.stats, gaps=self.stats.gaps + 1)
+        for lo, hi in uncovered(start, end, self._spans, self.min_gap_s):
+            self.stats.gaps += 1
             lo = lo + (EDGE_S if lo > start else 0.0)
             hi = hi - (EDGE_S if hi < end else 0.0)
-            piece = self.audio[int(lo * SAMPLE_RATE) : int(hi * SAMPLE_RATE)]
-            inner = speech_chunks(piece, {**self.vad_parameters, **GAP_VAD})
-            heard = sum(c["end"] - c["start"] for c in inner) / SAMPLE_RATE
-            if heard < MIN_SPEECH_S:
-                continue
-            a, b = inner[0]["start"], inner[-1]["end"]
-            offset = lo + a / SAMPLE_RATE
-            options = {
-                **self.options,
-                "initial_prompt": prompt or None,
-                "max_new_tokens": self.token_cap((b - a) / SAMPLE_RATE),
-            }
-            self.stats = dataclasses.replace(self.stats, redecoded=self.stats.redecoded + 1)
-            found, _info = self.model.transcribe(piece[a:b], vad_filter=False, **options)
+            cpu = time.process_time()
+            found = self._redecode(lo, hi, prompt)
+            self.stats.cpu_s += time.process_time() - cpu
             for segment in found:
                 text = segment.text.strip()
                 # Whisper sometimes answers a hard piece with its prompt: not new speech.
-                if not text or (prompt and text in prompt):
+                if not text or (prompt and text in prompt) or loops(text):
+                    logger.debug("gap %.2f-%.2f s: %r dropped", lo, hi, text)
                     continue
-                self.stats = dataclasses.replace(
-                    self.stats, segments_added=self.stats.segments_added + 1
+                self.stats.segments_added += 1
+                logger.debug(
+                    "gap %.2f-%.2f s re-decoded: %.2f-%.2f %r",
+                    *(lo, hi, segment.start, segment.end, text),
                 )
-                yield _shifted(segment, offset)
+                yield segment
                 prompt = text
+
+    def _redecode(self, lo: float, hi: float, prompt: str) -> list[Any]:
+        """The segments of ``lo``-``hi`` (s) decoded alone, on the recording's timeline;
+        none when Silero hears too little speech there."""
+        piece = self.audio[int(lo * SAMPLE_RATE) : int(hi * SAMPLE_RATE)]
+        inner = speech_chunks(piece, {**self.vad_parameters, **GAP_VAD})
+        heard = sum(c["end"] - c["start"] for c in inner) / SAMPLE_RATE
+        if heard < MIN_SPEECH_S:
+            logger.debug("gap %.2f-%.2f s: %.2f s of speech, left", lo, hi, heard)
+            return []
+        a, b = inner[0]["start"], inner[-1]["end"]
+        options = {
+            **self.options,
+            "initial_prompt": prompt or None,
+            "max_new_tokens": self.token_cap((b - a) / SAMPLE_RATE),
+            "compression_ratio_threshold": min(
+                self.options.get("compression_ratio_threshold") or REDECODE_COMPRESSION_RATIO,
+                REDECODE_COMPRESSION_RATIO,
+            ),
+        }
+        self.stats.redecoded += 1
+        found, _info = self.model.transcribe(piece[a:b], vad_filter=False, **options)
+        offset = lo + a / SAMPLE_RATE
+        return [_shifted(segment, offset) for segment in found]
