@@ -146,6 +146,8 @@ class GapRepairer:
         pieces, _meta = collect_chunks(self.audio, self._chunks)
         joined = np.concatenate(pieces)
         first_pass, self.info = self.model.transcribe(joined, vad_filter=False, **self.options)
+        # A short piece must not detect a language of its own.
+        self.options = {**self.options, "language": self.info.language}
         covered_to = 0.0
         prompt = self.options.get("initial_prompt") or ""
         for segment in restore_speech_timestamps(first_pass, self._chunks, SAMPLE_RATE):
