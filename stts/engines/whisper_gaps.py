@@ -33,6 +33,7 @@ MAX_WORD_S = 1.0
 # Keep this much away from the words either side of a gap (their edges, re-heard, would
 # come back as a repeated word).
 EDGE_S = 0.15
+EDGE_TOUCH_S = 0.05
 # Silero, run again inside a gap with short pauses allowed: it must hear this much speech.
 MIN_SPEECH_S = 0.5
 GAP_VAD = {"min_silence_duration_ms": 300, "speech_pad_ms": 200}
@@ -150,22 +151,57 @@ class GapRepairer:
         self.options = {**self.options, "language": self.info.language}
         covered_to = 0.0
         prompt = self.options.get("initial_prompt") or ""
-        for segment in restore_speech_timestamps(first_pass, self._chunks, SAMPLE_RATE):
-            start, end = _coverage(segment)
-            yield from self._repair(covered_to, start, prompt)
-            yield segment
-            prompt = segment.text
-            covered_to = max(covered_to, end)
+        for whole in restore_speech_timestamps(first_pass, self._chunks, SAMPLE_RATE):
+            # A skipped utterance can also lie between two words of one segment.
+            for segment in self._split(whole):
+                start, end = _coverage(segment)
+                yield from self._repair(covered_to, start, prompt)
+                yield segment
+                prompt = segment.text
+                covered_to = max(covered_to, end)
         yield from self._repair(covered_to, len(self.audio) / SAMPLE_RATE, prompt)
+
+    def _split(self, segment: Any) -> list[Any]:
+        """``segment`` cut where an uncovered stretch of speech lies between two of its
+        words (each part a segment of its own; ``_repair`` then looks at the stretch)."""
+        words = segment.words or []
+        cuts = [
+            k
+            for k in range(1, len(words))
+            if uncovered(
+                min(words[k - 1].end, words[k - 1].start + MAX_WORD_S),
+                words[k].start,
+                self._spans,
+                self.min_gap_s,
+            )
+        ]
+        if not cuts:
+            return [segment]
+        parts = []
+        for a, b in zip([0, *cuts], [*cuts, len(words)], strict=True):
+            mine = words[a:b]
+            parts.append(
+                dataclasses.replace(
+                    segment,
+                    start=mine[0].start,
+                    end=mine[-1].end,
+                    text="".join(w.word for w in mine),
+                    words=mine,
+                    tokens=segment.tokens if a == 0 else [],
+                )
+            )
+        return parts
 
     def _repair(self, start: float, end: float, prompt: str) -> Iterator[Any]:
         """Re-decode the speech no word covered between ``start`` and ``end``."""
         for lo, hi in uncovered(start, end, self._spans, self.min_gap_s):
             self.stats.gaps += 1
-            lo = lo + (EDGE_S if lo > start else 0.0)
-            hi = hi - (EDGE_S if hi < end else 0.0)
+            # Which ends touch a word (the others are a VAD chunk's edge, with its pad).
+            after_word, before_word = lo <= start, hi >= end
+            lo = lo + (EDGE_S if after_word else 0.0)
+            hi = hi - (EDGE_S if before_word else 0.0)
             cpu = time.process_time()
-            found = self._redecode(lo, hi, prompt)
+            found = self._redecode(lo, hi, prompt, (after_word, before_word))
             self.stats.cpu_s += time.process_time() - cpu
             for segment in found:
                 text = segment.text.strip()
@@ -181,11 +217,21 @@ class GapRepairer:
                 yield segment
                 prompt = text
 
-    def _redecode(self, lo: float, hi: float, prompt: str) -> list[Any]:
+    def _redecode(
+        self, lo: float, hi: float, prompt: str, word_ends: tuple[bool, bool]
+    ) -> list[Any]:
         """The segments of ``lo``-``hi`` (s) decoded alone, on the recording's timeline;
         none when Silero hears too little speech there."""
         piece = self.audio[int(lo * SAMPLE_RATE) : int(hi * SAMPLE_RATE)]
-        inner = speech_chunks(piece, {**self.vad_parameters, **GAP_VAD})
+        edge = int(EDGE_TOUCH_S * SAMPLE_RATE)
+        # Speech running into an end next to a word is that word's remnant (decoded again
+        # it comes back as a repeat of the text around it), not a skipped utterance.
+        inner = [
+            c
+            for c in speech_chunks(piece, {**self.vad_parameters, **GAP_VAD})
+            if not (word_ends[0] and c["start"] <= edge)
+            and not (word_ends[1] and c["end"] >= len(piece) - edge)
+        ]
         heard = sum(c["end"] - c["start"] for c in inner) / SAMPLE_RATE
         if heard < MIN_SPEECH_S:
             logger.debug("gap %.2f-%.2f s: %.2f s of speech, left", lo, hi, heard)
