@@ -125,9 +125,10 @@ class WhisperSettings(EngineSettings):
         1.5, gt=0, description="gap repair: uncovered speech at least this long is re-decoded"
     )
     stream_short_context: bool = Field(
-        False,
+        True,
         description="live streams: run the encoder on the buffered audio only, not on a "
-        "30 s window (about 4x less CPU per pass; see README, Streaming engines)",
+        "30 s window, and decode again on the window only a pass that loops or stops "
+        "early (about a third of the CPU; see README, Streaming engines)",
     )
     batch_size: int = Field(
         1, ge=1, le=64, description="windows decoded together across requests; 1 = no batching"

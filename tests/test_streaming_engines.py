@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,12 +25,17 @@ from stts.engines.base import CancelToken, TranscribeOptions
 from stts.engines.pocketsphinx import PocketSphinxEngine
 from stts.engines.streaming import EngineStream, StreamUpdate
 from stts.engines.whisper import WhisperEngine
-from stts.engines.whisper_short import ShortContextDecoder
+from stts.engines.whisper_short import (
+    ShortContextDecoder,
+    ShortDecode,
+    loop_start,
+    unheard_speech_s,
+)
 from stts.engines.whisper_stream import WhisperStream
 from stts.evaluation import word_error_rate
 from stts.service import EngineManager
 from stts.streams import LiveStream
-from stts.transcript import Transcript
+from stts.transcript import Transcript, Word
 from tests.conftest import CORPUS_ITEMS, corpus_file, requires_corpus
 
 pytestmark = [requires_corpus]
@@ -324,10 +330,10 @@ def test_whisper_streams_through_the_service_within_a_few_points_of_offline(
 
 
 @pytest.fixture(scope="module")
-def short_whisper(cache_dir: Path) -> WhisperEngine:
-    """Whisper whose live streams decode with the short-context decoder."""
+def window_whisper(cache_dir: Path) -> WhisperEngine:
+    """Whisper whose live streams re-decode through faster-whisper's 30 s windows."""
     settings = Settings(
-        cache_dir=cache_dir, engines=["whisper"], whisper={"stream_short_context": True}
+        cache_dir=cache_dir, engines=["whisper"], whisper={"stream_short_context": False}
     )
     engine = WhisperEngine(settings)
     engine.load()
@@ -336,9 +342,9 @@ def short_whisper(cache_dir: Path) -> WhisperEngine:
 
 @pytest.mark.slow
 def test_short_context_decoder_runs_the_encoder_on_the_audio_it_has(
-    short_whisper: WhisperEngine,
+    window_whisper: WhisperEngine,
 ) -> None:
-    decoder = ShortContextDecoder(short_whisper._model)
+    decoder = ShortContextDecoder(window_whisper._model)
     audio = _audio(JFK)  # 11 s
     result = decoder.decode(audio, language="en")
     assert result.frames == 1200  # 11 s + 1 s of padding, not a 30 s window (3000)
@@ -349,18 +355,19 @@ def test_short_context_decoder_runs_the_encoder_on_the_audio_it_has(
 
 
 @pytest.mark.slow
-def test_whisper_short_context_streams_within_a_few_points_of_offline(
-    short_whisper: WhisperEngine,
+def test_whisper_window_streams_within_a_few_points_of_offline(
+    window_whisper: WhisperEngine,
 ) -> None:
+    """The 30 s-window path (``stream_short_context`` off) still streams right."""
     names = [JFK, "deepspeech__LDC93S1.wav", "speechbrain__spk1_snt1.wav"]
     references, streamed, offline = [], [], []
     for name in names:
         audio = _audio(name)
-        stream = short_whisper.open_stream(EN)
-        assert isinstance(stream, WhisperStream) and stream.short_context
+        stream = window_whisper.open_stream(EN)
+        assert isinstance(stream, WhisperStream) and not stream.short_context
         updates = _feed(stream, audio)
         streamed.append(_check_append_only(updates, stream.transcript()))
-        offline.append(short_whisper.transcribe(audio, EN).text)
+        offline.append(window_whisper.transcribe(audio, EN).text)
         references.append(_reference(name))
     wer_streamed = word_error_rate(references, streamed)
     wer_offline = word_error_rate(references, offline)
@@ -416,3 +423,55 @@ def test_vosk_streams_what_kaldi_finalises(vosk_manager: EngineManager) -> None:
     live_updates, live = asyncio.run(_live(vosk_manager, "vosk", audio, TranscribeOptions()))
     assert _check_append_only(live_updates, live) == text  # no dither: repeatable
     assert vosk_manager.slot(key).open_streams == 0
+
+
+# -- Short-context passes: loops and early stops ----------------------------------------
+
+
+def _words(text: str, step: float = 0.3) -> list[Word]:
+    return [
+        Word(round(i * step, 3), round(i * step + 0.25, 3), " " + w, 0.9)
+        for i, w in enumerate(text.split())
+    ]
+
+
+def test_a_repeated_phrase_is_a_loop_and_repeated_digits_are_not() -> None:
+    looped = _words("in being comparatively modern " * 3 + "in being")
+    assert loop_start(looped) == 4  # one copy of the phrase is kept
+    assert loop_start(_words("one zero zero zero zero one nine")) is None
+    assert loop_start(_words("the cat sat on the mat the cat")) is None  # twice is speech
+    assert loop_start(_words("yes yes I said yes yes I said yes yes I said")) == 4
+
+
+def test_loud_audio_after_the_last_word_is_unheard_speech() -> None:
+    audio = _audio("deepspeech__LDC93S1.wav")  # 2.9 s of speech, end to end
+    assert unheard_speech_s(audio, 1.2) > 0.5  # "She had a j": the rest was not heard
+    assert unheard_speech_s(audio, len(audio) / 16_000) == 0.0
+    padded = np.concatenate([audio, np.zeros(2 * 16_000, np.float32)])
+    assert unheard_speech_s(padded, len(audio) / 16_000) == 0.0  # silence is not speech
+
+
+@pytest.mark.slow
+def test_a_short_pass_that_loops_is_decoded_again_on_the_whole_window(
+    window_whisper: WhisperEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: the first short-context pass returns a loop; the decoder must
+    decode again on 3000 frames (final passes), or cut the loop (interim passes)."""
+    decoder = ShortContextDecoder(window_whisper._model)
+    real = decoder._decode
+    looped = _words("and so my fellow and so my fellow and so my fellow and so my")
+
+    def fault_injected_decode(features: Any, content: int, frames: int, **kw: Any) -> Any:
+        if frames < 3000:
+            return ShortDecode(looped, "en", frames), False
+        return real(features, content, frames, **kw)
+
+    monkeypatch.setattr(decoder, "_decode", fault_injected_decode)
+    audio = _audio(JFK)
+    final = decoder.decode(audio, language="en")
+    assert final.fell_back == "looping" and final.frames == 3000
+    text = "".join(w.word for w in final.words)
+    assert word_error_rate([_reference(JFK)], [text]) < 0.15, text
+    interim = decoder.decode(audio, language="en", check_end=False, window_fallback=False)
+    assert interim.fell_back == "loop_cut" and interim.frames < 3000
+    assert [w.word for w in interim.words] == [w.word for w in looped[:4]]

@@ -8,6 +8,11 @@ committed text that has left the buffer is the prompt of the next pass, and the 
 is cut at the end of committed words once it passes ``trim_s``, so it never grows
 without bound.
 
+By default (``whisper.stream_short_context``) a pass runs the encoder on the buffer
+only (:mod:`~stts.engines.whisper_short`), every 1 s of new audio, with the buffer cut
+at 5 s: the cost of a pass follows the buffer. The 30 s-window path decodes every 2 s
+and cuts at 10 s.
+
 Interim passes are cheap and deterministic: temperature 0 without fallback (a pass on a
 few hundred milliseconds with fallback took ~8 s in WhisperLiveKit's traces), no
 conditioning on Whisper's own previous text, and never on less than ``min_chunk_s``.
@@ -44,8 +49,8 @@ class WhisperStream(EngineStream):
         multilingual: bool,
         beam_size: int,
         interim_beam_size: int = 1,
-        min_chunk_s: float = 2.0,
-        trim_s: float = 10.0,
+        min_chunk_s: float | None = None,
+        trim_s: float | None = None,
         max_buffer_s: float = 28.0,
         short_context: bool = False,
     ) -> None:
@@ -59,7 +64,13 @@ class WhisperStream(EngineStream):
         self.task = options.task if multilingual else "transcribe"
         self.beam_size = beam_size
         self.interim_beam_size = min(beam_size, interim_beam_size)
+        if min_chunk_s is None:
+            # A short-context pass costs about a third of a windowed one: twice as often.
+            min_chunk_s = 1.0 if short_context else 2.0
         self.min_chunk = int(min_chunk_s * SAMPLE_RATE)
+        if trim_s is None:
+            # A short-context pass costs what its buffer holds: keep the buffer short.
+            trim_s = 5.0 if short_context else 10.0
         self.trim = int(trim_s * SAMPLE_RATE)
         self.max_buffer = int(max_buffer_s * SAMPLE_RATE)
         self.agreement = LocalAgreement()
@@ -68,6 +79,7 @@ class WhisperStream(EngineStream):
         self.total = 0  # samples accepted
         self.unseen = 0  # samples accepted since the last pass
         self.passes = 0
+        self.fallbacks = 0  # short passes decoded again on a 30 s window
 
     @property
     def short_context(self) -> bool:
@@ -124,8 +136,11 @@ class WhisperStream(EngineStream):
             beam_size=self.beam_size if final else self.interim_beam_size,
             temperatures=(0.0, 0.2, 0.4) if final else (0.0,),
             max_new_tokens=max_new_tokens,
+            check_end=final,
+            window_fallback=final,
         )
         self.passes += 1
+        self.fallbacks += result.fell_back is not None
         if self.language is None and len(self.buffer) >= 2 * SAMPLE_RATE:
             self.language = result.language
         return [
