@@ -116,7 +116,7 @@ class WhisperSettings(EngineSettings):
         "mistake or loop carries into the next)",
     )
     repair_gaps: bool = Field(
-        False,
+        True,
         description="files with vad_filter: re-decode on its own any stretch of VAD speech "
         "that the first pass left without words (Whisper skips an utterance inside a 30 s "
         "window now and then; see README, Silence, noise and long recordings)",
