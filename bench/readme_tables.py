@@ -387,6 +387,27 @@ def render_streaming(sources: list[Source]) -> str:
     return with_intro(src, table(headers, rows), note, "Against the goals:", goal_table)
 
 
+@renderer("short-context", "short_context.json")
+def render_short_context(sources: list[Source]) -> str:
+    """bench/short_context.py: whole files, short context vs 30 s windows."""
+    src = sources[0]
+    body = table(
+        ["path", "WER", "CPU s", "CPU s per audio s", "files decoded again", "load avg"],
+        [
+            [
+                r["path"],
+                pct(r["wer"]),
+                r["cpu_s"],
+                r["cpu_per_audio_s"],
+                "-" if r["decoded_again"] is None else r["decoded_again"],
+                r["load_avg"],
+            ]
+            for r in src.data["results"]
+        ],
+    )
+    return with_intro(src, body)
+
+
 # ---------------------------------------------------------------- robustness
 
 

@@ -1,0 +1,120 @@
+"""Whisper's short-context decoder against faster-whisper's 30 s windows, whole files.
+
+Each corpus file of at most 30 s is decoded once, greedy with word timestamps, language
+en, by each path on the same loaded model in the same process:
+
+- ``window``: faster-whisper's ``transcribe`` (every pass padded to 30 s of encoder);
+- ``short, no fallback``: :class:`stts.engines.whisper_short.ShortContextDecoder`, the
+  encoder sized to the audio plus 1 s;
+- ``short + fallback``: the same, a pass that loops or stops before the audio does
+  decoded again on the 30 s window (what live streams use by default).
+
+CPU time is this process's (all threads), so it holds on a shared machine; WER is the
+tests' normaliser (``stts.evaluation.word_error_rate``).
+
+    .venv/bin/python bench/short_context.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from common import RESULTS, corpus, machine, markdown_table
+
+from stts.audio import SAMPLE_RATE, decode_audio
+from stts.config import Settings
+from stts.engines.whisper import WhisperEngine
+from stts.engines.whisper_short import ShortContextDecoder
+from stts.evaluation import word_error_rate
+
+
+def main() -> None:
+    engine = WhisperEngine(Settings(engines=["whisper"], default_engine="whisper"))
+    engine.load()
+    model = engine._model
+    items = [i for i in corpus() if i.reference and i.duration <= 30]
+    audios = [decode_audio(i.path).samples for i in items]
+    refs = [i.reference for i in items]
+    seconds = sum(len(a) for a in audios) / SAMPLE_RATE
+    rows: list[dict[str, Any]] = []
+
+    def record(path: str, hyps: list[str], cpu: float, again: int | None) -> None:
+        rows.append(
+            {
+                "path": path,
+                "wer": round(word_error_rate(refs, hyps), 4),
+                "cpu_s": round(cpu, 1),
+                "cpu_per_audio_s": round(cpu / seconds, 3),
+                "decoded_again": again,
+                "load_avg": round(os.getloadavg()[0], 2),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+
+    cpu0 = time.process_time()
+    hyps = []
+    for audio in audios:
+        segments, _info = model.transcribe(
+            audio,
+            language="en",
+            beam_size=1,
+            temperature=0.0,
+            word_timestamps=True,
+            condition_on_previous_text=False,
+            vad_filter=False,
+        )
+        hyps.append(" ".join(s.text for s in segments))
+    record("30 s window (faster-whisper)", hyps, time.process_time() - cpu0, None)
+
+    for fallback in (False, True):
+        decoder = ShortContextDecoder(model, fallback=fallback)
+        cpu0 = time.process_time()
+        hyps, again = [], 0
+        for audio in audios:
+            budget = min(440, 20 + int(8 * len(audio) / SAMPLE_RATE))  # as live streams
+            result = decoder.decode(audio, language="en", max_new_tokens=budget)
+            again += result.fell_back is not None
+            hyps.append("".join(w.word for w in result.words))
+        name = "short context + window fallback" if fallback else "short context, no fallback"
+        record(name, hyps, time.process_time() - cpu0, again)
+
+    note = (
+        f"{len(items)} corpus files of at most 30 s, {seconds:.1f} s of audio, each decoded "
+        f"once per path (greedy, word timestamps, language en), Whisper base int8; "
+        f"{machine()}. CPU: process time."
+    )
+    table = markdown_table(
+        ["path", "WER", "CPU s", "CPU s per audio s", "files decoded again", "load avg"],
+        [
+            [
+                r["path"],
+                f"{r['wer']:.1%}",
+                r["cpu_s"],
+                r["cpu_per_audio_s"],
+                "-" if r["decoded_again"] is None else r["decoded_again"],
+                r["load_avg"],
+            ]
+            for r in rows
+        ],
+    )
+    print(note)
+    print(table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "short_context.md").write_text(note + "\n\n" + table + "\n")
+    (RESULTS / "short_context.json").write_text(
+        json.dumps(
+            {
+                "machine": machine(),
+                "files": len(items),
+                "audio_s": round(seconds, 1),
+                "results": rows,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
