@@ -7,7 +7,9 @@ en, by each path on the same loaded model in the same process:
 - ``short, no fallback``: :class:`stts.engines.whisper_short.ShortContextDecoder`, the
   encoder sized to the audio plus 1 s;
 - ``short + fallback``: the same, a pass that loops or stops before the audio does
-  decoded again on the 30 s window (what live streams use by default).
+  decoded again on the 30 s window (what live streams use by default);
+- the same with beam 5 or greedy, each with temperature fallback: what an utterance's
+  last pass in a live stream could use (``whisper.stream_beam_size``).
 
 CPU time is this process's (all threads), so it holds on a shared machine; WER is the
 tests' normaliser (``stts.evaluation.word_error_rate``).
@@ -29,6 +31,9 @@ from stts.config import Settings
 from stts.engines.whisper import WhisperEngine
 from stts.engines.whisper_short import ShortContextDecoder
 from stts.evaluation import word_error_rate
+
+FINAL = (0.0, 0.2, 0.4)
+"""A live stream's last pass may retry hotter, as faster-whisper does."""
 
 
 def main() -> None:
@@ -69,16 +74,26 @@ def main() -> None:
         hyps.append(" ".join(s.text for s in segments))
     record("30 s window (faster-whisper)", hyps, time.process_time() - cpu0, None)
 
-    for fallback in (False, True):
+    # (fallback, beam, temperatures): the last two are a live stream's last pass.
+    paths = [(False, 1, (0.0,)), (True, 1, (0.0,)), (True, 5, FINAL), (True, 1, FINAL)]
+    for fallback, beam, temperatures in paths:
         decoder = ShortContextDecoder(model, fallback=fallback)
         cpu0 = time.process_time()
         hyps, again = [], 0
         for audio in audios:
             budget = min(440, 20 + int(8 * len(audio) / SAMPLE_RATE))  # as live streams
-            result = decoder.decode(audio, language="en", max_new_tokens=budget)
+            result = decoder.decode(
+                audio,
+                language="en",
+                max_new_tokens=budget,
+                beam_size=beam,
+                temperatures=temperatures,
+            )
             again += result.fell_back is not None
             hyps.append("".join(w.word for w in result.words))
         name = "short context + window fallback" if fallback else "short context, no fallback"
+        if temperatures == FINAL:
+            name += f", beam {beam}, temperatures 0/0.2/0.4"
         record(name, hyps, time.process_time() - cpu0, again)
 
     note = (

@@ -130,6 +130,14 @@ class WhisperSettings(EngineSettings):
         "30 s window, and decode again on the window only a pass that loops or stops "
         "early (about a third of the CPU; see README, Streaming engines)",
     )
+    stream_beam_size: int = Field(
+        1,
+        ge=1,
+        le=20,
+        description="live streams: beam of an utterance's last pass (interim passes are "
+        "greedy; a request's beam_size overrides). On short contexts greedy measured as "
+        "accurate as beam 5 at less CPU (bench/short_context.py)",
+    )
     batch_size: int = Field(
         1, ge=1, le=64, description="windows decoded together across requests; 1 = no batching"
     )

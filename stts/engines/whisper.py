@@ -433,7 +433,7 @@ class WhisperEngine(Engine):
             options,
             model_name=self.model,
             multilingual=self._multilingual,
-            beam_size=options.beam_size or self.settings.whisper.beam_size,
+            beam_size=options.beam_size or self.settings.whisper.stream_beam_size,
             short_context=self.settings.whisper.stream_short_context,
         )
 
