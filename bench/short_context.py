@@ -98,7 +98,8 @@ def main() -> None:
 
     note = (
         f"{len(items)} corpus files of at most 30 s, {seconds:.1f} s of audio, each decoded "
-        f"once per path (greedy, word timestamps, language en), Whisper base int8; "
+        f"once per path (greedy unless the path says, word timestamps, language en), "
+        "Whisper base int8; "
         f"{machine()}. CPU: process time."
     )
     table = markdown_table(
