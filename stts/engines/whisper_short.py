@@ -58,7 +58,7 @@ class ShortDecode:
     """Mel frames the encoder ran on (padded), for the record."""
     fell_back: str | None = None
     """Why the pass was decoded again on a whole 30 s window (``looping``,
-    ``cut_short``), or None."""
+    ``cut_short``) or had its loop cut off (``loop_cut``, interim passes), or None."""
 
 
 LOUD_DB = 12.0

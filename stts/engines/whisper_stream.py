@@ -79,7 +79,7 @@ class WhisperStream(EngineStream):
         self.total = 0  # samples accepted
         self.unseen = 0  # samples accepted since the last pass
         self.passes = 0
-        self.fallbacks = 0  # short passes decoded again on a 30 s window
+        self.fallbacks = 0  # short passes decoded again on a 30 s window or loop-cut
 
     @property
     def short_context(self) -> bool:
