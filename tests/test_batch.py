@@ -154,10 +154,16 @@ def test_batch_writes_outputs_and_resumes(sphinx: EngineManager, tmp_path: Path)
 def test_cli_batch_interrupted_then_finished(tmp_path: Path, cache_dir: Path) -> None:
     audio = tmp_path / "audio"
     audio.mkdir()
-    # Enough files that the batch cannot finish between the second result and the
-    # SIGINT, however the machine's load delays this test's polling.
+    # Enough audio that the batch cannot finish between the second result and the
+    # SIGINT, however the machine's load delays this test's polling: 18 files of 7-13 s
+    # (about 190 s of speech; 18 files of 1-3.5 s did finish first once in CI-like run).
+    names = (
+        "openai-whisper__jfk.flac",
+        "triton-asr-client__1089-134686-0001.wav",
+        "ort-extensions__1272-141231-0002.mp3",
+    )
     for copy in range(6):
-        for name in ("pocketsphinx__001.wav", "pocketsphinx__002.wav", "pocketsphinx__005.wav"):
+        for name in names:
             shutil.copy(corpus_file(name), audio / f"{copy}-{name}")
     total = 18
     out = tmp_path / "out"
@@ -184,7 +190,7 @@ def test_cli_batch_interrupted_then_finished(tmp_path: Path, cache_dir: Path) ->
     assert sorted(Path(str(r["path"])).name for r in rows) == sorted(
         p.name for p in audio.iterdir()
     )
-    assert (out / "0-pocketsphinx__005.vtt").read_text().startswith("WEBVTT")
+    assert (out / "0-openai-whisper__jfk.vtt").read_text().startswith("WEBVTT")
 
     bad = subprocess.run(
         [*command[:4], str(tmp_path / "*.nothing"), "-o", str(out)],
