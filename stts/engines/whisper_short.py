@@ -36,6 +36,7 @@ from faster_whisper.transcribe import (
     merge_punctuations,
 )
 
+from stts.audio.silence import frame_power
 from stts.transcript import Word
 
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
@@ -87,14 +88,8 @@ def loop_start(words: list[Word], times: int = 3, longest: int = 8) -> int | Non
 
 
 def _frame_db(audio: np.ndarray) -> np.ndarray:
-    """Energy of each 25 ms frame in dB (DC removed)."""
-    size = 400
-    whole = len(audio) // size * size
-    if not whole:
-        return np.zeros(0, np.float32)
-    frames = audio[:whole].reshape(-1, size)
-    frames = frames - frames.mean(axis=1, keepdims=True)
-    power = np.einsum("ij,ij->i", frames, frames) / size
+    """Energy of each whole 25 ms frame in dB (DC removed)."""
+    power = frame_power(audio[: len(audio) // 400 * 400])
     db: np.ndarray = 10.0 * np.log10(power + 1e-12)
     return db
 
