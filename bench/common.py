@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tables.markdown import markdown_table  # bench/tables/: shared with the README
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("STTS_CORPUS", ROOT.parent / "shared" / "corpus"))
@@ -23,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from stts.testing import free_port, spawn_server  # noqa: E402
 
-__all__ = ["free_port"]
+__all__ = ["free_port", "markdown_table"]
 
 
 @dataclass(frozen=True)
@@ -46,17 +47,6 @@ def corpus(include_raw: bool = False) -> list[Item]:
 def machine() -> str:
     """One line describing where the numbers come from."""
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-
-
-def markdown_table(headers: list[str], rows: list[list[object]]) -> str:
-    """A GitHub-flavoured Markdown table."""
-
-    def fmt(v: object) -> str:
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def peak_rss_mb() -> float:

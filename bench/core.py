@@ -28,6 +28,7 @@ from common import (
     raw_transcribe,
     raw_whisper,
 )
+from tables import columns
 
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))  # corpus passes per side; the fastest counts
 
@@ -117,21 +118,7 @@ def main() -> None:
             proc.join()
     raw, stts = _combine(passes["raw"]), _combine(passes["stts"])
     results = [raw, stts]
-    rows = [
-        [
-            r["name"],
-            r["load_s"],
-            r["jfk_rtf"],
-            r["corpus_rtf"],
-            r["wall_s"],
-            r["wer"],
-            r["peak_rss_mb"],
-        ]
-        for r in results
-    ]
-    table = markdown_table(
-        ["run", "load s", "RTF jfk.flac", "RTF corpus", "corpus wall s", "WER", "peak RSS MB"], rows
-    )
+    table = markdown_table(columns.CORE, [columns.core_row(r) for r in results])
     ratio = stts["wall_s"] / raw["wall_s"]
     text = (
         f"Whisper base int8, beam 5, language en, {len(corpus())} files / {raw['audio_s']:.1f} s "

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from common import RESULTS, corpus, machine, markdown_table, peak_rss_mb
+from tables import columns
 
 
 def measure(engine: str, overrides: dict[str, Any], queue: mp.Queue) -> None:  # type: ignore[type-arg]
@@ -98,7 +99,7 @@ def main() -> None:
         overrides["vosk"] = {"vosk": {"model_path": vosk_model}}
 
     ctx = mp.get_context("spawn")
-    rows, results, skipped = [], [], []
+    results, skipped = [], []
     with contextlib.ExitStack() as stack:
         w2v = args.wav2vec2_model
         if w2v is None:
@@ -129,13 +130,7 @@ def main() -> None:
                 else availability.model
             )
             results.append(r)
-            wer = f"{r['wer'] * 100:.1f} %" if name not in notes else "(n/a)"
-            rows.append(
-                [r["engine"], r["model"], wer, r["rtf"], r["load_s"], r["peak_rss_mb"], r["note"]]
-            )
-    table = markdown_table(
-        ["engine", "model", "WER", "real-time factor", "load s", "peak RSS MB", "note"], rows
-    )
+    table = markdown_table(columns.ENGINES, [columns.engines_row(r) for r in results])
     text = (
         f"{results[0]['files']} files, {results[0]['audio_s']:.1f} s of audio, language en, "
         f"number-aware normalisation (stts.evaluation); {machine()}.\n\n{table}\n\n"

@@ -28,6 +28,7 @@ from common import (
     raw_whisper,
     start_server,
 )
+from tables import columns
 
 
 def main() -> None:
@@ -74,18 +75,7 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(30)
-    table = markdown_table(
-        [
-            "run",
-            "concurrency",
-            "requests/s",
-            "audio s per s",
-            "median s",
-            "max s",
-            "req/s vs raw",
-        ],
-        rows,
-    )
+    table = markdown_table(columns.LOAD, rows)
     text = (
         f"{len(work)} requests per row ({audio_s:.1f} s of audio), Whisper base int8, beam 5, "
         f"language en; both sides warmed with one request; latency as median and maximum "

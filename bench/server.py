@@ -31,6 +31,7 @@ from common import (
     raw_whisper,
     start_server,
 )
+from tables import columns
 
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 
@@ -93,17 +94,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(30)
-    table = markdown_table(
-        [
-            "run",
-            "concurrency",
-            "wall s",
-            "requests/s",
-            "audio s per s",
-            "wall / raw (per corpus pass)",
-        ],
-        rows,
-    )
+    table = markdown_table(columns.SERVER, rows)
     overhead = (http_wall / raw_wall - 1) * 100
     median_overhead = (statistics.median(http_walls) / statistics.median(raw_walls) - 1) * 100
     best = breakdowns[http_walls.index(http_wall)]
@@ -118,7 +109,7 @@ def main() -> None:
         "client and loopback": best["client"] - best["total"],
     }
     breakdown = markdown_table(
-        ["stage (fastest HTTP pass, summed over its requests)", "s", "vs raw pass"],
+        columns.SERVER_BREAKDOWN,
         [[k, v, f"{v / raw_wall * 100:+.1f} %"] for k, v in parts.items()],
     )
     text = (

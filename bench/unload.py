@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from common import CORPUS, RESULTS, machine, markdown_table
+from tables import columns
 
 
 def rss_mib() -> float:
@@ -76,34 +77,8 @@ def main() -> None:
         proc.start()
         results.append(queue.get(timeout=1800))
         proc.join()
-    rows = []
-    for r in results:
-        held = r["loaded_mib"][0] - r["baseline_mib"]
-        kept = r["freed_mib"][0] - r["baseline_mib"]
-        rows.append(
-            [
-                r["engine"],
-                r["baseline_mib"],
-                r["loaded_mib"][0],
-                r["freed_mib"][0],
-                f"{(held - kept) / held * 100:.0f} %" if held > 0 else "n/a",
-                r["freed_mib"][-1],
-                r["freed_mib"][-1] - r["freed_mib"][0],
-                sum(r["first_request_s"][1:]) / max(1, len(r["first_request_s"]) - 1),
-            ]
-        )
     table = markdown_table(
-        [
-            "engine",
-            "RSS before load MiB",
-            "loaded, after a request MiB",
-            "after unload MiB",
-            "of the model's RSS given back",
-            f"after unload, cycle {args.cycles} MiB",
-            "drift over the cycles MiB",
-            "request with reload s",
-        ],
-        rows,
+        columns.unload_columns(args.cycles), [columns.unload_row(r) for r in results]
     )
     text = (
         f"{args.cycles} load/transcribe/unload cycles per engine, jfk.flac (11 s), language en, "

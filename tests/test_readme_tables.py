@@ -8,10 +8,11 @@ without markers and an unclosed marker.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -23,15 +24,15 @@ RESULTS = ROOT / "bench" / "results"
 
 
 @pytest.fixture(scope="module")
-def tables() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "readme_tables", ROOT / "bench" / "readme_tables.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["readme_tables"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+def tables() -> Iterator[ModuleType]:
+    """bench/readme_tables.py imported as its CLI runs it: bench/ first on the path."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(ROOT / "bench"))
+        module = importlib.import_module("readme_tables")
+    yield module
+    # bench/'s top-level names (readme_tables, tables) are no packages of the project
+    for name in [n for n in sys.modules if n.partition(".")[0] in ("readme_tables", "tables")]:
+        del sys.modules[name]
 
 
 def _first_block_body(text: str, name: str) -> tuple[int, int]:
