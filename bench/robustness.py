@@ -61,6 +61,8 @@ class Hypothesis:
     cpu_s: float = 0.0
     """Process time (all threads of this process) spent on it: a shared machine's load
     moves wall time, much less this."""
+    spans: list[tuple[float, float, str, int]] = dataclasses.field(default_factory=list)
+    """Each word's start, end, text and segment number (``--diagnose``)."""
 
 
 Transcriber = Callable[[np.ndarray], Hypothesis]
@@ -90,8 +92,11 @@ def stts_transcriber(manager: Any, engine: str | None = None) -> Transcriber:
         started, cpu = time.perf_counter(), time.process_time()
         result = manager.transcribe(samples, engine=engine, options=options)
         words = [(w.start, w.word) for s in result.segments for w in s.words]
+        spans = [
+            (w.start, w.end, w.word, k) for k, s in enumerate(result.segments) for w in s.words
+        ]
         return Hypothesis(
-            result.text, words, time.perf_counter() - started, time.process_time() - cpu
+            result.text, words, time.perf_counter() - started, time.process_time() - cpu, spans
         )
 
     return run
@@ -244,6 +249,95 @@ def long_form_scores(
     }
 
 
+def first_word_diagnosis(
+    recording: synthetic.LongForm, hyp: Hypothesis, alone: dict[int, Hypothesis]
+) -> list[dict[str, Any]]:
+    """``--diagnose``: per utterance, where its first word was heard against where it is
+    expected (signed: > 0 late, < 0 early), whether that word opens a segment, the pause
+    before it, and what Silero VAD (stts's default parameters) says there: its speech
+    probability at the word's start, the first frame from there on that it calls speech,
+    and the VAD chunk the word lies in."""
+    from faster_whisper.vad import get_vad_model
+
+    from stts.config import WhisperSettings
+    from stts.engines.whisper_gaps import speech_chunks
+
+    cfg = WhisperSettings()
+    vad = {
+        "threshold": cfg.vad_threshold,
+        "min_silence_duration_ms": cfg.vad_min_silence_ms,
+        "speech_pad_ms": cfg.vad_speech_pad_ms,
+    }
+    audio = recording.samples
+    window = 512
+    probs = np.asarray(get_vad_model()(np.pad(audio, (0, window - len(audio) % window)))).ravel()
+    chunks = [(c["start"] / SAMPLE_RATE, c["end"] / SAMPLE_RATE) for c in speech_chunks(audio, vad)]
+    ref: list[str] = []
+    first: list[int] = []
+    for placement in recording.placements:
+        first.append(len(ref))
+        ref += normalize_text(placement.reference).split()
+    hyp_tokens: list[str] = []
+    owner: list[int] = []
+    for k, (_start, _end, word, _seg) in enumerate(hyp.spans):
+        for token in normalize_text(word).split():
+            hyp_tokens.append(token)
+            owner.append(k)
+    _alignment, matched, _equal = synthetic._matched(ref, hyp_tokens)
+    rows = []
+    for p, i in zip(recording.placements, first, strict=True):
+        alone_words = alone[p.clip].words
+        expected = p.start + (alone_words[0][0] if alone_words else 0.0)
+        row: dict[str, Any] = {
+            "utterance": p.index,
+            "clip": p.clip,
+            "placed": round(p.start, 3),
+            "energy_onset": round(p.speech_start, 3),
+            "expected": round(expected, 3),
+            "heard": None,
+        }
+        if i in matched:
+            k = owner[matched[i]]
+            start, end, word, seg = hyp.spans[k]
+            frame = int(start * SAMPLE_RATE) // window
+            later = np.flatnonzero(probs[frame:] >= vad["threshold"])
+            inside = [c for c in chunks if c[0] <= start < c[1]]
+            row.update(
+                heard=start,
+                error=round(start - expected, 3),
+                word=word,
+                word_end=end,
+                opens_segment=k == 0 or hyp.spans[k - 1][3] != seg,
+                pause_before=round(start - hyp.spans[k - 1][1], 3) if k else None,
+                vad_prob_at_start=round(float(probs[min(frame, len(probs) - 1)]), 3),
+                vad_speech_from=(
+                    round((frame + int(later[0])) * window / SAMPLE_RATE, 3) if len(later) else None
+                ),
+                vad_chunk=(
+                    None if not inside else [round(inside[0][0], 2), round(inside[0][1], 2)]
+                ),
+            )
+        rows.append(row)
+    return rows
+
+
+def print_diagnosis(rows: list[dict[str, Any]], limit: float = 0.5) -> None:
+    """The utterances whose first word is off by more than ``limit`` (s), or missing."""
+    for r in rows:
+        if r["heard"] is None:
+            print(f"  #{r['utterance']:3d} clip {r['clip']:2d}: first word not heard", flush=True)
+        elif abs(r["error"]) > limit:
+            print(
+                f"  #{r['utterance']:3d} clip {r['clip']:2d} {r['word']!r:14} "
+                f"heard {r['heard']:7.2f} expected {r['expected']:7.2f} "
+                f"({r['error']:+.2f} s; energy onset {r['energy_onset']:7.2f}) "
+                f"opens segment {r['opens_segment']!s:5} pause before {r['pause_before']} "
+                f"VAD p={r['vad_prob_at_start']:.2f} speech from {r['vad_speech_from']} "
+                f"chunk {r['vad_chunk']}",
+                flush=True,
+            )
+
+
 LONG_FORM_HEADERS = [
     "recording",
     "set-up",
@@ -308,7 +402,11 @@ class Report:
 
 
 def long_form_rows(
-    setups: dict[str, Transcriber], minutes: float, variants: list[str], report: Report
+    setups: dict[str, Transcriber],
+    minutes: float,
+    variants: list[str],
+    report: Report,
+    diagnose: bool = False,
 ) -> None:
     """Every long-form recording through every set-up, against per-file WER."""
     items = [i for i in corpus() if i.duration < 30]
@@ -369,6 +467,11 @@ def long_form_rows(
             if recording.music_span is not None:
                 lo, hi = recording.music_span
                 scores["words_in_music"] = sum(lo + 0.5 <= t < hi - 0.5 for t, _w in hyp.words)
+            if diagnose:
+                scores["first_words"] = first_word_diagnosis(recording, hyp, alone)
+                scores["spans"] = hyp.spans
+                print(f"{variant} / {setup}: first words off by > 0.5 s", flush=True)
+                print_diagnosis(scores["first_words"])
             report.data["long_form"].append(scores)
             lost, ins = scores["lost_runs"], scores["inserted_runs"]
             row: list[object] = [
@@ -413,6 +516,11 @@ def main() -> None:
     )
     parser.add_argument("--wav2vec2-model", type=Path, default=None)
     parser.add_argument("--out", default="robustness", help="result file stem")
+    parser.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="long-form: per-utterance first-word times, VAD and the words in the JSON",
+    )
     parser.add_argument(
         "--variant",
         action="append",
@@ -485,7 +593,7 @@ def main() -> None:
             fast.update(other_engines(args.wav2vec2_model))
         report.non_speech += non_speech_rows(fast, durations[:2], True, report)
     if "long-form" not in skip:
-        long_form_rows(setups, minutes, args.recordings.split(","), report)
+        long_form_rows(setups, minutes, args.recordings.split(","), report, args.diagnose)
     if "non-speech" not in skip:
         report.non_speech += non_speech_rows(fast, durations[2:], True, report)
     if "non-speech" not in skip and "raw" in setups:

@@ -398,6 +398,7 @@ class WhisperEngine(Engine):
                 decode,
                 min_gap_s=cfg.repair_min_gap_s,
                 token_cap=_token_cap,
+                word_times=cfg.vad_word_times and options.word_timestamps,
             )
             segments_iter: Any = repairer.segments()
         else:

@@ -10,6 +10,9 @@ on its own (prompted with the text before it), and its words are put in time ord
 between the segments around it. Segments are still produced one by one, so a caller that
 streams segments keeps doing so; only a repaired stretch waits for its re-decode.
 
+The same Silero probabilities (one VAD run per file) feed the word-time repairs of
+``whisper_timing`` when ``vad_word_times`` is on.
+
 Only for whole files (``WhisperEngine.transcribe``); live streams decode their own way.
 """
 
@@ -23,6 +26,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+
+from stts.engines.whisper_timing import SpeechMap, WordTimer
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +74,8 @@ class GapRepairStats:
     segments_added: int = 0
     cpu_s: float = 0.0
     """Process time of the gaps' VAD passes and re-decodes (the repair's own cost)."""
+    words_moved: int = 0
+    """Word starts moved by the word-time repairs (``whisper_timing``)."""
 
 
 def speech_chunks(audio: np.ndarray, vad_parameters: dict[str, float]) -> list[dict[str, int]]:
@@ -124,6 +131,7 @@ class GapRepairer:
         *,
         min_gap_s: float,
         token_cap: Callable[[float], int | None],
+        word_times: bool = False,
     ) -> None:
         self.model = model
         self.audio = audio
@@ -133,8 +141,13 @@ class GapRepairer:
         self.token_cap = token_cap
         self.stats = GapRepairStats()
         self.info: Any = None
-        self._chunks = speech_chunks(audio, vad_parameters)
+        # Silero runs once: the chunks and the word-time repairs read the same map.
+        speech = SpeechMap(audio, vad_parameters["threshold"])
+        self._chunks = speech.chunks(
+            vad_parameters["min_silence_duration_ms"], vad_parameters["speech_pad_ms"]
+        )
         self._spans = [(c["start"] / SAMPLE_RATE, c["end"] / SAMPLE_RATE) for c in self._chunks]
+        self.timer = WordTimer(speech, self._chunks) if word_times else None
 
     def segments(self) -> Iterator[Any]:
         """faster-whisper segments in time order, first pass and repairs together."""
@@ -155,11 +168,21 @@ class GapRepairer:
             # A skipped utterance can also lie between two words of one segment.
             for segment in self._split(whole):
                 start, end = _coverage(segment)
-                yield from self._repair(covered_to, start, prompt)
-                yield segment
+                yield from map(self._settled, self._repair(covered_to, start, prompt))
+                yield self._settled(segment)
                 prompt = segment.text
                 covered_to = max(covered_to, end)
-        yield from self._repair(covered_to, len(self.audio) / SAMPLE_RATE, prompt)
+        tail = self._repair(covered_to, len(self.audio) / SAMPLE_RATE, prompt)
+        yield from map(self._settled, tail)
+
+    def _settled(self, segment: Any) -> Any:
+        """``segment`` with its word times out of non-speech (when asked for); what the
+        repair looks at (coverage, gaps) is read from the times as decoded."""
+        if self.timer is None:
+            return segment
+        settled = self.timer.settle(segment)
+        self.stats.words_moved = self.timer.moved
+        return settled
 
     def _split(self, segment: Any) -> list[Any]:
         """``segment`` cut where an uncovered stretch of speech lies between two of its

@@ -1,0 +1,130 @@
+"""Word times out of non-speech (issue 14, stts/engines/whisper_timing.py).
+
+Real Silero VAD (faster-whisper's) on a recording built from corpus files; the words are
+faster-whisper's own ``Word``/``Segment`` types placed where the bench found Whisper puts
+a first word: in the pause before its speech, or carried across a VAD chunk join into
+the tail of the previous utterance.
+"""
+
+from __future__ import annotations
+
+import pytest
+from faster_whisper.transcribe import Segment, Word
+from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+from stts import synthetic
+from stts.audio import decode_audio
+from stts.engines.whisper_timing import SpeechMap, WordTimer
+from tests.conftest import CORPUS_ITEMS, corpus_file, requires_corpus
+
+pytestmark = requires_corpus
+
+FILES = [
+    "openai-whisper__jfk.flac",
+    "coqui-tts__LJ001-0001.wav",
+    "ort-extensions__1272-141231-0002.mp3",
+]
+
+
+@pytest.fixture(scope="module")
+def recording() -> synthetic.LongForm:
+    references = {item.path.name: item.reference for item in CORPUS_ITEMS}
+    clips = [(decode_audio(corpus_file(name)).samples, references[name]) for name in FILES]
+    return synthetic.long_form(clips, 60.0, noise_dbfs=-45.0, seed=14)
+
+
+@pytest.fixture(scope="module")
+def speech(recording: synthetic.LongForm) -> SpeechMap:
+    return SpeechMap(recording.samples, 0.5)
+
+
+def _segment(words: list[tuple[float, float, str]]) -> Segment:
+    fw_words = [Word(start=a, end=b, word=w, probability=0.9) for a, b, w in words]
+    return Segment(
+        id=0,
+        seek=0,
+        start=words[0][0],
+        end=words[-1][1],
+        text="".join(w for _a, _b, w in words),
+        tokens=[],
+        avg_logprob=-0.2,
+        compression_ratio=1.2,
+        no_speech_prob=0.01,
+        words=fw_words,
+        temperature=0.0,
+    )
+
+
+@pytest.mark.parametrize(("silence_ms", "pad_ms"), [(2000, 400), (300, 200)])
+def test_the_speech_map_cuts_the_chunks_faster_whisper_cuts(
+    recording: synthetic.LongForm, speech: SpeechMap, silence_ms: int, pad_ms: int
+) -> None:
+    """One Silero run serves the chunks and the word times: the chunks must be exactly
+    faster-whisper's own."""
+    options = VadOptions(threshold=0.5, min_silence_duration_ms=silence_ms, speech_pad_ms=pad_ms)
+    theirs = get_speech_timestamps(recording.samples, options)
+    assert len(theirs) > 2
+    assert speech.chunks(silence_ms, pad_ms) == theirs
+
+
+def test_a_word_started_in_the_pause_moves_to_its_speech(
+    recording: synthetic.LongForm, speech: SpeechMap
+) -> None:
+    timer = WordTimer(speech, speech.chunks(2000, 400))
+    placement = recording.placements[1]
+    onset = speech.speech_from(placement.start, placement.start + placement.duration)
+    # Silero's onset and the clip's energy onset (a breath counts) agree within 0.5 s.
+    assert onset is not None and abs(onset - placement.speech_start) < 0.5
+    early = onset - 0.8  # in the pause before the utterance
+    segment = _segment([(early, onset + 0.3, " And"), (onset + 0.4, onset + 0.7, " so")])
+    settled = timer.settle(segment)
+    first = settled.words[0]
+    assert first.start == onset, first
+    assert first.end == segment.words[0].end
+    assert settled.start == first.start
+    # The words themselves never change, nor a word that starts in speech.
+    assert [w.word for w in settled.words] == [" And", " so"]
+    assert settled.words[1] == segment.words[1]
+    assert timer.moved == 1
+
+
+def test_a_first_word_carried_into_the_previous_chunk_goes_back(
+    recording: synthetic.LongForm, speech: SpeechMap
+) -> None:
+    """faster-whisper maps a word by the chunk its middle falls in: a first word aligned
+    early across the join lands in the previous utterance's tail, seconds early."""
+    chunks = speech.chunks(2000, 400)
+    spans = [(c["start"] / 16_000, c["end"] / 16_000) for c in chunks]
+    # A join of two chunks with an utterance starting right after it.
+    k, after = next(
+        (k, p)
+        for k in range(len(spans) - 1)
+        for p in recording.placements
+        if spans[k + 1][0] <= p.speech_start < spans[k + 1][0] + 1.0
+    )
+    tail = spans[k][1] - 0.4  # where the previous utterance's speech stops (0.4 s pad)
+    timer = WordTimer(speech, chunks)
+    timer.settle(_segment([(tail - 0.9, tail - 0.3, " before")]))
+    onset = speech.speech_from(*spans[k + 1])
+    assert onset is not None and abs(onset - after.speech_start) < 0.5
+    carried = _segment([(tail - 0.3, tail + 0.3, " The"), (onset + 0.35, onset + 0.6, " birch")])
+    settled = timer.settle(carried)
+    assert after.speech_start - carried.words[0].start > 2.0  # seconds early as decoded
+    assert settled.words[0].start == onset, settled.words[0]
+    assert settled.words[0].end <= settled.words[1].start
+    assert [w.word for w in settled.words] == [" The", " birch"]
+
+
+def test_a_segment_with_speech_of_its_own_before_the_join_stays(
+    recording: synthetic.LongForm, speech: SpeechMap
+) -> None:
+    """A short utterance at the end of a chunk is not carried: it has its own onset."""
+    chunks = speech.chunks(2000, 400)
+    timer = WordTimer(speech, chunks)
+    spans = [(c["start"] / 16_000, c["end"] / 16_000) for c in chunks]
+    placement = next(p for p in recording.placements if p.speech_start < spans[0][1])
+    timer.settle(_segment([(placement.start - 2.0, placement.start - 1.8, " earlier")]))
+    onset = speech.speech_from(placement.start, spans[0][1])
+    assert onset is not None
+    own = _segment([(onset, onset + 0.3, " Five"), (spans[1][0] + 0.5, spans[1][0] + 0.8, " and")])
+    assert timer.settle(own).words[0] == own.words[0]
