@@ -8,13 +8,20 @@ the tail of the previous utterance.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 from faster_whisper.transcribe import Segment, Word
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from stts import synthetic
 from stts.audio import decode_audio
-from stts.engines.whisper_timing import SpeechMap, WordTimer
+from stts.config import Settings
+from stts.engines.base import TranscribeOptions
+from stts.engines.whisper import WhisperEngine
+from stts.engines.whisper_timing import SAMPLE_RATE, SpeechMap, WordTimer
+from stts.evaluation import normalize_text
 from tests.conftest import CORPUS_ITEMS, corpus_file, requires_corpus
 
 pytestmark = requires_corpus
@@ -128,3 +135,42 @@ def test_a_segment_with_speech_of_its_own_before_the_join_stays(
     assert onset is not None
     own = _segment([(onset, onset + 0.3, " Five"), (spans[1][0] + 0.5, spans[1][0] + 0.8, " and")])
     assert timer.settle(own).words[0] == own.words[0]
+
+
+@pytest.mark.slow
+def test_first_words_after_a_pause_start_with_their_speech(cache_dir: Path) -> None:
+    """Three utterances as the 10-minute bench recording had them (JFK, a 2.8 s pause,
+    "four queen of clubs", 1.3 s, "the child almost hurt the small dog"): Whisper
+    aligned "The" 0.73 s and "And" 0.39 s early there (in the pause); whole engine, its
+    defaults."""
+    references = {item.path.name: item.reference for item in CORPUS_ITEMS}
+    layout = [
+        (0.5, "openai-whisper__jfk.flac"),
+        (2.81, "pocketsphinx__002.wav"),
+        (1.32, "speechbrain__spk1_snt1.wav"),
+    ]
+    pieces, placements, cursor = [], [], 0
+    for k, (pause, name) in enumerate(layout):
+        clip = decode_audio(corpus_file(name)).samples
+        cursor += int(pause * SAMPLE_RATE)
+        start = cursor / SAMPLE_RATE
+        onset = start + synthetic.onset(clip)
+        placements.append(
+            synthetic.Placement(k, k, start, onset, len(clip) / SAMPLE_RATE, references[name])
+        )
+        pieces += [np.zeros(int(pause * SAMPLE_RATE), np.float32), clip]
+        cursor += len(clip)
+    pieces.append(np.zeros(SAMPLE_RATE, np.float32))
+    recording = synthetic.LongForm(np.concatenate(pieces), tuple(placements), None)
+    engine = WhisperEngine(Settings(cache_dir=cache_dir))
+    engine.load()
+    try:
+        result = engine.transcribe(
+            recording.samples, TranscribeOptions(language="en", word_timestamps=True)
+        )
+    finally:
+        engine.close()
+    words = [(w.start, w.word) for w in result.words]
+    score = synthetic.score_long_form(recording, words, normalize_text)
+    assert score.lost_runs == () and score.inserted_runs == (), result.text
+    assert max(score.onset_errors) <= 0.5, (score.onset_errors, result.words)
