@@ -38,6 +38,7 @@ from stts.engines.base import (
     SegmentCallback,
     TranscribeOptions,
 )
+from stts.engines.streaming import EngineStream
 from stts.errors import (
     Cancelled,
     EngineUnavailable,
@@ -167,6 +168,8 @@ class EngineSlot:
         self.max_streams = conf.max_streams
         self.open_streams = 0
         self.streams = 0  # streams opened, for reporting
+        self._homes: dict[int, int] = {}  # id(instance) -> its open streams
+        self._stream_home: dict[int, int] = {}  # id(engine stream) -> id(its instance)
         self._admit_lock = threading.Lock()
         self._load_lock = threading.Lock()
         self._instances: queue.SimpleQueue[Engine] = queue.SimpleQueue()
@@ -310,6 +313,51 @@ class EngineSlot:
         # Released when the job really ends, including a job cancelled while still queued.
         future.add_done_callback(lambda _f: done(timing[0]))
         return future
+
+    def submit_open_stream(
+        self, options: TranscribeOptions
+    ) -> concurrent.futures.Future[EngineStream]:
+        """Open a live stream (reserved first) on the instance that holds the fewest.
+
+        A stream stays on the instance that opened it (its decoder, or the child process
+        that holds it) while its steps run on whichever worker is free. Left to the order
+        of the free-instance queue, the streams of a 2-worker PocketSphinx landed in one
+        child, one core, as often as not. ``open_stream`` keeps nothing on the instance
+        (the engine contract), so it may run on one another worker has checked out.
+        """
+
+        def job(engine: Engine) -> EngineStream:
+            home = engine
+            if self._shared is None:
+                with self._admit_lock:
+                    home = min(self._all_instances, key=lambda i: self._homes.get(id(i), 0))
+                    self._homes[id(home)] = self._homes.get(id(home), 0) + 1
+            try:
+                stream = home.open_stream(options)
+            except BaseException:
+                self._leave_home(id(home))
+                raise
+            if self._shared is None:
+                with self._admit_lock:
+                    self._stream_home[id(stream)] = id(home)
+            return stream
+
+        return self.submit_step(job, CancelToken())
+
+    def stream_closed(self, stream: EngineStream) -> None:
+        """An engine stream opened by :meth:`submit_open_stream` was closed."""
+        with self._admit_lock:
+            home = self._stream_home.pop(id(stream), None)
+        if home is not None:
+            self._leave_home(home)
+
+    def _leave_home(self, home: int) -> None:
+        with self._admit_lock:
+            left = self._homes.get(home, 0) - 1
+            if left > 0:
+                self._homes[home] = left
+            else:
+                self._homes.pop(home, None)
 
     def reserve_stream(self) -> None:
         """Count one more open live stream, or raise Overloaded at once (``max_streams``)."""

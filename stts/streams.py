@@ -44,13 +44,15 @@ _STEP_TIMEOUT_S = 120.0
 """A single decode step that takes longer than this is stopped (a stuck engine)."""
 
 
-def _close_unclaimed(future: concurrent.futures.Future[EngineStream]) -> None:
+def _close_unclaimed(slot: EngineSlot, future: concurrent.futures.Future[EngineStream]) -> None:
     if future.cancelled() or future.exception() is not None:
         return
+    stream = future.result()
     try:
-        future.result().close()
+        stream.close()
     except Exception:
         logger.exception("an engine failed to close a stream nobody claimed")
+    slot.stream_closed(stream)
 
 
 class LiveStream:
@@ -93,7 +95,7 @@ class LiveStream:
         slot = manager.slot(key)
         slot.reserve_stream()
         try:
-            future = slot.submit_step(lambda engine: engine.open_stream(options), CancelToken())
+            future = slot.submit_open_stream(options)
         except BaseException:
             slot.release_stream()
             raise
@@ -103,7 +105,7 @@ class LiveStream:
             slot.release_stream()
             # The opener left (or the stop ran out of time) while the engine was still
             # opening: the stream it opens is closed when it is ready, never leaked.
-            future.add_done_callback(_close_unclaimed)
+            future.add_done_callback(functools.partial(_close_unclaimed, slot))
             raise
         limits = manager.settings.streaming
         return cls(
@@ -226,4 +228,5 @@ class LiveStream:
                 self._engine.close()
             except Exception:
                 logger.exception("engine %s failed to close a stream", self.key[0])
+            self.slot.stream_closed(self._engine)
         self.slot.release_stream()

@@ -192,6 +192,33 @@ def test_pocketsphinx_stream_shorter_than_its_priming_is_decoded_whole(
         stream.close()
 
 
+def test_pocketsphinx_priming_takes_the_mean_of_the_audio_and_searches_it_once(
+    sphinx: PocketSphinxEngine,
+) -> None:
+    """The priming pass ends on a one-word keyphrase search, not on the language model
+    (which searched the whole priming audio a first time): the stream then decodes on
+    the language model, with the cepstral mean of the first 1.5 s, as before."""
+    from pocketsphinx import Decoder
+
+    audio = _audio(JFK)
+    stream = sphinx.open_stream(EN)
+    try:
+        _feed(stream, audio[: 2 * SAMPLE_RATE])
+        decoder = stream._decoder  # type: ignore[attr-defined]
+        assert decoder.current_search() == "_default"  # back on the language model
+        assert decoder.get_kws("_stts_prime") is not None  # the priming's search
+        reference = Decoder(samprate=16000, loglevel="FATAL")
+        pcm = (np.clip(audio[: int(1.5 * SAMPLE_RATE)], -1, 1) * 32767).astype("<i2")
+        reference.start_utt()
+        reference.process_raw(pcm.tobytes(), True, True)  # the whole-search way
+        reference.end_utt()
+        primed = np.array(stream.cmn.split(","), float)  # type: ignore[attr-defined]
+        expected = np.array(reference.get_cmn(False).split(","), float)
+        assert np.allclose(primed, expected, atol=1e-3)
+    finally:
+        stream.close()
+
+
 def test_long_pauses_end_the_decoder_utterance_and_commit_it(sphinx: PocketSphinxEngine) -> None:
     """Two sentences 2 s apart: the first is final during the pause, before the second
     begins (the decoder's hypothesis never spans a whole long stream)."""

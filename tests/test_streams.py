@@ -13,7 +13,7 @@ import pytest
 
 from stts.audio import SAMPLE_RATE, AudioArray, decode_audio
 from stts.config import Settings
-from stts.engines.base import TranscribeOptions
+from stts.engines.base import Capabilities, TranscribeOptions
 from stts.engines.registry import register_engine, unregister_engine
 from stts.engines.streaming import EngineStream, LocalAgreement, RepetitionGuard, StreamUpdate
 from stts.errors import AudioTooLong, Overloaded
@@ -227,6 +227,79 @@ def test_a_stream_is_bounded_in_length(echo_manager: EngineManager) -> None:
                     await stream._idle.wait()
 
     asyncio.run(run())
+
+
+class _HomedStream(_EchoStream):
+    def __init__(self, home: PerWorkerStreamEngine) -> None:
+        super().__init__(0.0)
+        self.home = home
+        home.holding += 1
+
+    def close(self) -> None:
+        self.home.holding -= 1
+        super().close()
+
+
+class PerWorkerStreamEngine(EchoStreamEngine):
+    """FAULT-INJECTION streaming engine that is not thread-safe (an instance per worker,
+    as PocketSphinx): each instance counts the streams it holds."""
+
+    name = "fault-per-worker-stream"
+
+    def __init__(self, settings: Settings, model: str | None = None) -> None:
+        super().__init__(settings, model)
+        self.holding = 0
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(languages=frozenset({"en"}), streaming=True, thread_safe=False)
+
+    def open_stream(self, options: TranscribeOptions) -> EngineStream:
+        return _HomedStream(self)
+
+
+def test_streams_are_spread_over_an_engine_s_instances(tmp_path: Path) -> None:
+    """A stream stays on the instance that opened it (PocketSphinx: the child process that
+    holds its decoder), so streams go to the instance holding the fewest, not to whichever
+    the free-worker queue hands out next: after one step of the first stream, the queue
+    had the first stream's instance at its head again (both streams in one child, one
+    core, the other idle)."""
+    register_engine(PerWorkerStreamEngine.name, PerWorkerStreamEngine)
+    settings = Settings(
+        cache_dir=tmp_path,
+        engines=[PerWorkerStreamEngine.name],
+        default_engine=PerWorkerStreamEngine.name,
+        plugins={PerWorkerStreamEngine.name: {"workers": 2, "max_streams": 4}},
+    )
+    manager = EngineManager(settings)
+    key = manager.resolve(None)
+
+    async def step(stream: LiveStream) -> None:
+        stream.push(TENTH)
+        await asyncio.sleep(0)
+        await stream._idle.wait()
+
+    async def run() -> list[list[int]]:
+        held = []
+        first = await LiveStream.open(manager, key, TranscribeOptions())
+        await step(first)
+        second = await LiveStream.open(manager, key, TranscribeOptions())
+        await step(second)
+        instances = manager.slot(key)._all_instances
+        held.append([i.holding for i in instances])  # type: ignore[attr-defined]
+        await first.close()
+        third = await LiveStream.open(manager, key, TranscribeOptions())  # where first was
+        held.append([i.holding for i in instances])  # type: ignore[attr-defined]
+        for stream in (second, third):
+            await stream.close()
+        held.append([i.holding for i in instances])  # type: ignore[attr-defined]
+        return held
+
+    try:
+        assert asyncio.run(run()) == [[1, 1], [1, 1], [0, 0]]
+    finally:
+        manager.close()
+        unregister_engine(PerWorkerStreamEngine.name)
 
 
 # -- Whisper streamed like a live speaker ------------------------------------------------

@@ -176,7 +176,9 @@ class Engine(ABC):
         """A live utterance on this loaded engine (see :mod:`stts.engines.streaming`).
 
         Only engines whose capabilities say ``streaming`` implement it. Called from a
-        worker thread; the stream's own state never lives on the shared engine.
+        worker thread, possibly while another worker uses this instance (the service
+        spreads streams over a non-thread-safe engine's instances): it touches nothing
+        ``transcribe`` uses, and the stream's own state never lives on the engine.
         """
         raise InvalidRequest(f"engine {self.name!r} cannot transcribe a live stream")
 
