@@ -373,6 +373,10 @@ class Report:
         self.long_rows: list[list[object]] = []
         self.long_intro = ""
         self.non_speech: list[dict[str, Any]] = []
+        self.words: dict[str, list[tuple[float, float, str, int]]] = {}
+        """``--diagnose``: each long transcript's words (start, end, text, segment),
+        written compactly to ``<stem>-words.json`` (to replay word-time changes on)."""
+        self.words_json = RESULTS / f"{stem}-words.json"
 
     def write_partial(self, pending: list[dict[str, Any]]) -> None:
         """Both files, with non-speech rows still being measured."""
@@ -399,6 +403,8 @@ class Report:
         self.data["non_speech"] = self.non_speech
         self.md.write_text("\n".join(parts))
         self.json.write_text(json.dumps(self.data, indent=1, default=str))
+        if self.words:
+            self.words_json.write_text(json.dumps(self.words, separators=(",", ":")))
 
 
 def long_form_rows(
@@ -469,7 +475,7 @@ def long_form_rows(
                 scores["words_in_music"] = sum(lo + 0.5 <= t < hi - 0.5 for t, _w in hyp.words)
             if diagnose:
                 scores["first_words"] = first_word_diagnosis(recording, hyp, alone)
-                scores["spans"] = hyp.spans
+                report.words[f"{variant} / {setup}"] = hyp.spans
                 print(f"{variant} / {setup}: first words off by > 0.5 s", flush=True)
                 print_diagnosis(scores["first_words"])
             report.data["long_form"].append(scores)
@@ -519,7 +525,8 @@ def main() -> None:
     parser.add_argument(
         "--diagnose",
         action="store_true",
-        help="long-form: per-utterance first-word times, VAD and the words in the JSON",
+        help="long-form: per-utterance first-word times and VAD in the JSON, the words "
+        "of each long transcript in <out>-words.json",
     )
     parser.add_argument(
         "--variant",

@@ -174,3 +174,36 @@ def test_first_words_after_a_pause_start_with_their_speech(cache_dir: Path) -> N
     score = synthetic.score_long_form(recording, words, normalize_text)
     assert score.lost_runs == () and score.inserted_runs == (), result.text
     assert max(score.onset_errors) <= 0.5, (score.onset_errors, result.words)
+
+
+def test_a_first_word_in_the_previous_speech_tail_moves_to_its_own(
+    recording: synthetic.LongForm, speech: SpeechMap
+) -> None:
+    """Within one chunk (a pause under 2 s): "At" aligned over the end of the previous
+    utterance and the pause, "that" over the rest of the pause; their speech begins
+    after both starts."""
+    chunks = speech.chunks(4000, 400)  # this recording's pauses, all inside chunks
+    spans = [(c["start"] / 16_000, c["end"] / 16_000) for c in chunks]
+    pairs = [
+        (p, q)
+        for p, q in zip(recording.placements, recording.placements[1:], strict=False)
+        if any(lo <= p.speech_start and q.speech_start + 0.5 <= hi for lo, hi in spans)
+    ]
+    assert pairs, "no two utterances share a chunk"
+    p, q = pairs[0]
+    onset = speech.speech_from(q.start, q.start + q.duration)
+    tail = speech.speech_from(p.start, p.start + p.duration)
+    assert onset is not None and tail is not None
+    # Where p's speech ends: the last speech frame before q's onset.
+    last = max(
+        t / 100 for t in range(int(tail * 100), int(onset * 100)) if speech.is_speech(t / 100)
+    )
+    timer = WordTimer(speech, chunks)
+    timer.settle(_segment([(last - 0.5, last - 0.1, " modern.")]))
+    early = _segment([(last - 0.1, last + 0.3, " At"), (last + 0.3, onset + 0.4, " that")])
+    settled = timer.settle(early)
+    assert settled.words[0].start == speech.next_onset(last + 0.3, onset + 0.4)
+    assert abs(settled.words[0].start - onset) < 0.1
+    assert settled.words[0].end <= settled.words[1].start < settled.words[1].end
+    assert settled.words[1].end == early.words[1].end
+    assert [w.word for w in settled.words] == [" At", " that"]

@@ -35,6 +35,7 @@ import numpy as np
 SAMPLE_RATE = 16_000
 WINDOW = 512
 """Samples per Silero frame (32 ms at 16 kHz), as faster-whisper runs it."""
+SENTENCE_ENDS = (".", "?", "!")
 MIN_WORD_S = 0.1
 """A word moved out of non-speech keeps at least this long (stable-ts's default)."""
 
@@ -111,6 +112,16 @@ class SpeechMap:
         found = np.flatnonzero(self.speech[lo:hi])
         return None if not len(found) else float((lo + found[0]) * WINDOW / SAMPLE_RATE)
 
+    def next_onset(self, start: float, end: float) -> float | None:
+        """Where speech next begins (a non-speech frame, then a speech frame) in
+        ``start``-``end`` (s), or None."""
+        lo, hi = self._frames(start, end)
+        lo = max(lo, 1)
+        if hi <= lo:
+            return None
+        found = np.flatnonzero(self.speech[lo:hi] & ~self.speech[lo - 1 : hi - 1])
+        return None if not len(found) else float((lo + found[0]) * WINDOW / SAMPLE_RATE)
+
     def onset_in(self, start: float, end: float) -> bool:
         """Whether speech begins (a non-speech frame, then a speech frame) in
         ``start``-``end`` (s)."""
@@ -150,17 +161,35 @@ class WordTimer:
         if len(words) > 1 and self._ends and self._last_end is not None:
             after = words[1]
             here, there = self._chunk(first.start, first.end), self._chunk(after.start, after.end)
-            if there > here and not self.speech.onset_in(self._last_end, first.end):
-                # Moved by the pause cut out between the chunks, it starts where the
-                # speech does if it landed before it.
+            # No speech onset of its own: its speech, if any, is the previous word's;
+            # unless it ends a sentence (Whisper opened the segment a word early).
+            borrowed = not self.speech.onset_in(self._last_end, first.end) and not (
+                first.word.strip().endswith(SENTENCE_ENDS)
+            )
+            if borrowed and there > here:
+                # Back by the pause cut out between the chunks.
                 shift = self._cut_before[there] - self._cut_before[here]
-                start = first.start + shift
-                start = self.speech.speech_from(start, after.start) or start
-                end = min(max(first.end + shift, start + MIN_WORD_S), after.start)
-                words[0] = first = dataclasses.replace(
-                    first, start=round(min(start, end - MIN_WORD_S), 3), end=round(end, 3)
-                )
+                end = round(min(first.end + shift, after.start), 3)
+                start = round(min(first.start + shift, end - MIN_WORD_S), 3)
+                words[0] = first = dataclasses.replace(first, start=start, end=end)
                 self.moved += 1
+            if (
+                borrowed
+                and there >= here
+                and (there == here or not self.speech.is_speech(first.start))
+                and not self.speech.onset_in(first.start, first.end)
+            ):
+                # Still before its speech: it and the next word share the time from
+                # where that speech begins to the next word's end.
+                onset = self.speech.next_onset(first.end, after.end)
+                room = after.end - (onset or after.end)
+                if onset is not None and room >= 2 * MIN_WORD_S:
+                    mine = first.end - first.start
+                    share = mine / (mine + after.end - after.start) * room
+                    cut = round(onset + min(max(share, MIN_WORD_S), room - MIN_WORD_S), 3)
+                    words[0] = first = dataclasses.replace(first, start=round(onset, 3), end=cut)
+                    words[1] = dataclasses.replace(after, start=max(after.start, cut))
+                    self.moved += 1
         for k, word in enumerate(words):
             if word.end - word.start <= MIN_WORD_S or self.speech.is_speech(word.start):
                 continue
