@@ -9,15 +9,23 @@ previous chunk, seconds before its speech (the pause that was cut out). Measured
 10-minute long-form recording of ``bench/robustness.py``: all 15 first words off by more
 than 0.5 s were early, 10 starting in non-speech, 5 carried into the previous chunk.
 
-Two repairs of the times, never of the words:
+Repairs of the times, never of the words (a segment's first word "has no onset of its
+own" when Silero hears no speech begin between the previous word's end and its end):
 
 - **Back to its chunk**: a segment's first word mapped into an earlier VAD chunk than the
   segment's next word, with no speech onset of its own there (its speech is the previous
-  word's), is moved by the pause cut out between the two chunks, and to where speech
-  begins if that left it in the pause.
+  word's), is moved by the pause cut out between the two chunks (and, left wholly in
+  the pause, placed as in the next rule).
+- **Not in the previous word's speech**: a segment's first word with no speech onset of
+  its own that ends before its speech begins (aligned over the previous utterance's tail
+  and the pause, within one chunk) and the next word share the time from that onset to
+  the next word's end, in proportion to their aligned lengths.
 - **Out of non-speech** (stable-ts's ``suppress_silence`` on Silero VAD): a word that
   starts in non-speech moves its start to where speech begins, if that is before its end
   (a word keeps at least ``MIN_WORD_S``).
+
+A first word that ends a sentence ("clubs.") is never carried forward: there Whisper
+opened the segment a word early and the word belongs before the pause.
 
 Non-speech is Silero's probability below faster-whisper's ``neg_threshold`` (the VAD
 threshold - 0.15, stable-ts's 0.35 at the default 0.5). The probabilities are the ones
