@@ -7,7 +7,8 @@ en, by each path on the same loaded model in the same process:
 - ``short, no fallback``: :class:`stts.engines.whisper_short.ShortContextDecoder`, the
   encoder sized to the audio plus 1 s;
 - ``short + fallback``: the same, a pass that loops or stops before the audio does
-  decoded again on the 30 s window (what live streams use by default);
+  decoded again on the 30 s window; ``+ 8 s, then window``: decoded again on 8 s first,
+  the window only if that fails as well (what live streams use by default);
 - the same with beam 5 or greedy, each with temperature fallback: what an utterance's
   last pass in a live stream could use (``whisper.stream_beam_size``).
 
@@ -75,9 +76,17 @@ def main() -> None:
     record("30 s window (faster-whisper)", hyps, time.process_time() - cpu0, None)
 
     # (fallback, beam, temperatures): the last two are a live stream's last pass.
-    paths = [(False, 1, (0.0,)), (True, 1, (0.0,)), (True, 5, FINAL), (True, 1, FINAL)]
-    for fallback, beam, temperatures in paths:
-        decoder = ShortContextDecoder(model, fallback=fallback)
+    # retry: a failed pass tried again on 8 s first (the default), or on the window at once.
+    paths = [
+        (False, 1, (0.0,), True),
+        (True, 1, (0.0,), False),
+        (True, 1, (0.0,), True),
+        (True, 5, FINAL, True),
+        (True, 1, FINAL, False),
+        (True, 1, FINAL, True),
+    ]
+    for fallback, beam, temperatures, retry in paths:
+        decoder = ShortContextDecoder(model, fallback=fallback, retry_s=8.0 if retry else None)
         cpu0 = time.process_time()
         hyps, again = [], 0
         for audio in audios:
@@ -91,7 +100,13 @@ def main() -> None:
             )
             again += result.fell_back is not None
             hyps.append("".join(w.word for w in result.words))
-        name = "short context + window fallback" if fallback else "short context, no fallback"
+        name = "short context, no fallback"
+        if fallback:
+            name = (
+                "short context + 8 s, then window fallback"
+                if retry
+                else ("short context + window fallback")
+            )
         if temperatures == FINAL:
             name += f", beam {beam}, temperatures 0/0.2/0.4"
         record(name, hyps, time.process_time() - cpu0, again)

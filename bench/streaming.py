@@ -230,6 +230,7 @@ def measure_engine(
         "word_lag_p95": round(pct([x for r in runs for x in r.word_lags], 0.95), 3),
         "cpu_per_audio_s": round(cpu / seconds, 3),
         "max_backlog_s": round(max(r.max_backlog for r in runs), 3),
+        "finals_s": [round(f, 3) for f in finals],
         "sustained_streams": (max(ok) if ok else 0) if sustain else None,
         "sustain_backlogs": sustain,
     }

@@ -502,3 +502,28 @@ def test_a_short_pass_that_loops_is_decoded_again_on_the_whole_window(
     interim = decoder.decode(audio, language="en", check_end=False, window_fallback=False)
     assert interim.fell_back == "loop_cut" and interim.frames < 3000
     assert [w.word for w in interim.words] == [w.word for w in looped[:4]]
+
+
+@pytest.mark.slow
+def test_a_short_pass_that_loops_is_decoded_again_on_8_s_first(
+    window_whisper: WhisperEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: only the first pass (4 s of encoder input for a 2.9 s clip)
+    loops; the second try, on 8 s, is right, so the 30 s window is never decoded."""
+    decoder = ShortContextDecoder(window_whisper._model)
+    real = decoder._decode
+    looped = _words("the child the child the child the child the child")
+    contexts: list[int] = []
+
+    def fault_injected_decode(features: Any, content: int, frames: int, **kw: Any) -> Any:
+        contexts.append(frames)
+        if frames < 800:
+            return ShortDecode(looped, "en", frames), False
+        return real(features, content, frames, **kw)
+
+    monkeypatch.setattr(decoder, "_decode", fault_injected_decode)
+    name = "speechbrain__spk1_snt1.wav"
+    final = decoder.decode(_audio(name), language="en")
+    assert final.fell_back == "looping" and contexts == [400, 800]
+    text = "".join(w.word for w in final.words)
+    assert word_error_rate([_reference(name)], [text]) < 0.2, text

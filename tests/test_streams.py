@@ -302,6 +302,54 @@ def test_streams_are_spread_over_an_engine_s_instances(tmp_path: Path) -> None:
         unregister_engine(PerWorkerStreamEngine.name)
 
 
+def test_a_whisper_pass_that_hears_nothing_is_followed_sooner_on_less_audio(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """FAULT-INJECTION decode (no model): the passes hear nothing for the first 6 s, then
+    a word. After an empty pass the next comes after half of ``min_chunk`` (the first words
+    show sooner after speech begins), and a buffer of more than 3 s is cut to its last
+    1.5 s after a pass, so a silent lead-in is not decoded again and again."""
+    from stts.engines import whisper_stream
+
+    stream = whisper_stream.WhisperStream(
+        None,
+        TranscribeOptions(language="en"),
+        model_name="m",
+        multilingual=False,
+        beam_size=1,
+        min_chunk_s=1.0,
+        short_context=False,
+    )
+    passes: list[tuple[float, float]] = []  # (stream time, buffer seconds) per pass
+
+    def fault_injected_decode(final: bool) -> list[Word]:
+        now = stream.total / SAMPLE_RATE
+        passes.append((round(now, 1), round(len(stream.buffer) / SAMPLE_RATE, 1)))
+        return [] if now <= 6.0 else [Word(now - 0.4, now - 0.1, " word")]
+
+    monkeypatch.setattr(stream, "_decode", fault_injected_decode)
+    for _ in range(80):  # 8 s in 100 ms pieces
+        stream.accept(TENTH)
+    assert [t for t, _ in passes] == [
+        1.0,
+        1.5,
+        2.0,
+        2.5,
+        3.0,
+        3.5,
+        4.0,
+        4.5,
+        5.0,
+        5.5,
+        6.0,
+        6.5,
+        7.5,
+    ]
+    silent = [b for t, b in passes if t <= 6.0]
+    assert max(silent) == 3.5 and silent.count(3.5) == 2  # cut at 3.5 s and 5.5 s
+    assert passes[-1][1] <= 5.0  # (the 6.5 s pass heard a word: not cut)
+
+
 # -- Whisper streamed like a live speaker ------------------------------------------------
 
 

@@ -37,6 +37,11 @@ PROMPT_CHARS = 200
 """How much of the committed text is passed to the next pass as its prompt."""
 
 
+HEARD_NOTHING_KEEP_S = 1.5
+"""After a pass that heard no words, the buffer keeps this much of its end (a word may
+be starting there)."""
+
+
 class WhisperStream(EngineStream):
     """One live utterance on a loaded faster-whisper model (shared, thread-safe)."""
 
@@ -175,7 +180,18 @@ class WhisperStream(EngineStream):
         if self.unseen < self.min_chunk:
             return StreamUpdate((), " ".join(w.word.strip() for w in self.agreement.previous))
         self.unseen = 0
-        update = self.agreement.insert(self._decode(final=False))
+        hypothesis = self._decode(final=False)
+        if not hypothesis:
+            # Nothing heard yet: the next pass comes after half the audio, so the first
+            # words show sooner after speech begins (passes on a short buffer are cheap),
+            # and the buffer keeps only its last ``HEARD_NOTHING_KEEP_S``: a silent lead-in
+            # is not decoded again and again.
+            self.unseen = self.min_chunk // 2
+            keep = int(HEARD_NOTHING_KEEP_S * SAMPLE_RATE)
+            if len(self.buffer) > 2 * keep and not self.agreement.previous:
+                self.buffer = self.buffer[-keep:].copy()
+                self.offset = (self.total - keep) / SAMPLE_RATE
+        update = self.agreement.insert(hypothesis)
         self._trim()
         return update
 
