@@ -7,7 +7,8 @@ chunks' pads leave only 0.8 s of pause between utterances, and maps each word ba
 the chunk its middle falls in: a first word pulled early across the join lands in the
 previous chunk, seconds before its speech (the pause that was cut out). Measured on the
 10-minute long-form recording of ``bench/robustness.py``: all 15 first words off by more
-than 0.5 s were early, 10 starting in non-speech, 5 carried into the previous chunk.
+than 0.5 s were early: 9 starting in the pause, 4 carried into the previous chunk, one
+over the previous utterance's tail in one chunk, one a recognition error.
 
 Repairs of the times, never of the words (a segment's first word "has no onset of its
 own" when Silero hears no speech begin between the previous word's end and its end):
