@@ -2,10 +2,11 @@
 measurement, same files, same offline baseline, alternating so load drifts hit both).
 
 ``before`` is the previous default of session 8's two changes, restored in this process
-only: a failed last pass decoded again on the 30 s window at once (no 8 s try), and a
-pass that heard nothing followed after a whole ``min_chunk`` with the buffer kept.
+only: a failed last pass decoded again on the 30 s window at once (no 8 s try), passes
+every ``min_chunk`` from the start (not every half of it until the first commit), and a
+pass that heard nothing keeping the whole buffer.
 
-    .venv/bin/python bench/streaming_ab.py [--rounds 1]
+    .venv/bin/python bench/streaming_ab.py [--rounds 1] [--variants before,after]
 """
 
 from __future__ import annotations
@@ -38,9 +39,16 @@ def _old_accept(self: Any, samples: Any) -> Any:
     return update
 
 
-def run(variant: str) -> dict[str, Any]:
+def run(variant: str, label: str = "") -> dict[str, Any]:
     new_accept = whisper_stream.WhisperStream.accept
     new_init = whisper_short.ShortContextDecoder.__init__
+    stream_init = whisper_stream.WhisperStream.__init__
+    if variant == "early passes":
+
+        def early_init(self: Any, *args: Any, **kw: Any) -> None:
+            stream_init(self, *args, **{**kw, "early_passes": True})
+
+        whisper_stream.WhisperStream.__init__ = early_init  # type: ignore[method-assign]
     if variant == "before":
 
         def old_init(self: Any, model: Any, **kw: Any) -> None:
@@ -53,7 +61,8 @@ def run(variant: str) -> dict[str, Any]:
     finally:
         whisper_stream.WhisperStream.accept = new_accept  # type: ignore[method-assign]
         whisper_short.ShortContextDecoder.__init__ = new_init  # type: ignore[method-assign]
-    result["engine"] = f"whisper (short context), {variant}"
+        whisper_stream.WhisperStream.__init__ = stream_init  # type: ignore[method-assign]
+    result["engine"] = f"whisper (short context), {variant}{label}"
     print(json.dumps(result), flush=True)
     return result
 
@@ -61,11 +70,16 @@ def run(variant: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--variants",
+        default="before,after",
+        help="before, after (the default now), early passes (whisper.stream_early_passes)",
+    )
     args = parser.parse_args()
     results = []
-    for _ in range(args.rounds):
-        for variant in ("before", "after"):
-            results.append(run(variant))
+    for k in range(args.rounds):
+        for variant in args.variants.split(","):
+            results.append(run(variant, f" (round {k + 1})" if args.rounds > 1 else ""))
     (RESULTS / "streaming-ab.json").write_text(
         json.dumps({"machine": machine(), "load_end": os.getloadavg()[0], "results": results})
     )

@@ -137,6 +137,12 @@ class WhisperSettings(EngineSettings):
         "30 s window, and decode again on the window only a pass that loops or stops "
         "early (about a third of the CPU; see README, Streaming engines)",
     )
+    stream_early_passes: bool = Field(
+        False,
+        description="live streams: until a stream's first commit, decode every half "
+        "second of new audio instead of every second. Measured (bench/streaming_ab.py): "
+        "first committed text 2.2 -> 1.7 s after speech onset, streamed WER 10.0 -> 12.1 %",
+    )
     stream_beam_size: int = Field(
         1,
         ge=1,

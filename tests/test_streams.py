@@ -302,13 +302,15 @@ def test_streams_are_spread_over_an_engine_s_instances(tmp_path: Path) -> None:
         unregister_engine(PerWorkerStreamEngine.name)
 
 
-def test_a_whisper_pass_that_hears_nothing_is_followed_sooner_on_less_audio(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("early", [False, True], ids=["default", "early_passes"])
+def test_whisper_passes_come_sooner_while_nothing_is_heard_and_silence_is_cut(
+    monkeypatch: pytest.MonkeyPatch, early: bool
 ) -> None:
     """FAULT-INJECTION decode (no model): the passes hear nothing for the first 6 s, then
-    a word. After an empty pass the next comes after half of ``min_chunk`` (the first words
-    show sooner after speech begins), and a buffer of more than 3 s is cut to its last
-    1.5 s after a pass, so a silent lead-in is not decoded again and again."""
+    a word. After a pass that heard nothing (and with ``early_passes`` until the first
+    commit) the next comes after half of ``min_chunk``, so the first words show sooner
+    after speech begins; and after a pass that heard nothing a buffer of more than 3 s is
+    cut to its last 1.5 s, so a silent lead-in is not decoded again and again."""
     from stts.engines import whisper_stream
 
     stream = whisper_stream.WhisperStream(
@@ -319,6 +321,7 @@ def test_a_whisper_pass_that_hears_nothing_is_followed_sooner_on_less_audio(
         beam_size=1,
         min_chunk_s=1.0,
         short_context=False,
+        early_passes=early,
     )
     passes: list[tuple[float, float]] = []  # (stream time, buffer seconds) per pass
 
@@ -330,21 +333,10 @@ def test_a_whisper_pass_that_hears_nothing_is_followed_sooner_on_less_audio(
     monkeypatch.setattr(stream, "_decode", fault_injected_decode)
     for _ in range(80):  # 8 s in 100 ms pieces
         stream.accept(TENTH)
-    assert [t for t, _ in passes] == [
-        1.0,
-        1.5,
-        2.0,
-        2.5,
-        3.0,
-        3.5,
-        4.0,
-        4.5,
-        5.0,
-        5.5,
-        6.0,
-        6.5,
-        7.5,
-    ]
+    # Every 0.5 s while nothing is heard; the second hypothesis (two agree: a commit)
+    # 0.5 s after the first with early passes, else 1 s; then every 1 s.
+    heard = [7.0, 8.0] if early else [7.5]
+    assert [t for t, _ in passes] == [x / 2 for x in range(2, 14)] + heard
     silent = [b for t, b in passes if t <= 6.0]
     assert max(silent) == 3.5 and silent.count(3.5) == 2  # cut at 3.5 s and 5.5 s
     assert passes[-1][1] <= 5.0  # (the 6.5 s pass heard a word: not cut)

@@ -436,6 +436,7 @@ class WhisperEngine(Engine):
             multilingual=self._multilingual,
             beam_size=options.beam_size or self.settings.whisper.stream_beam_size,
             short_context=self.settings.whisper.stream_short_context,
+            early_passes=self.settings.whisper.stream_early_passes,
         )
 
     def detect_language(self, audio: AudioArray) -> list[tuple[str, float]]:
