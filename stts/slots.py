@@ -317,7 +317,8 @@ class EngineSlot:
     def submit_open_stream(
         self, options: TranscribeOptions
     ) -> concurrent.futures.Future[EngineStream]:
-        """Open a live stream (reserved first) on the instance that holds the fewest.
+        """Open a live stream (its place reserved by the caller) on the instance that
+        holds the fewest.
 
         A stream stays on the instance that opened it (its decoder, or the child process
         that holds it) while its steps run on whichever worker is free. Left to the order

@@ -67,6 +67,16 @@ def test_repetition_guard_drops_loops_not_ordinary_repeats() -> None:
 
 
 @requires_corpus
+def test_repeat_start_finds_the_first_loop_of_the_sizes_asked() -> None:
+    from stts.engines.repetition import repeat_start
+
+    tokens = ["she", "said", "go", "go", "go", "go", "then", "stop", "then", "stop", "then", "stop"]
+    assert repeat_start(tokens, 4, 1, 3) == 3  # "go" four times: the loop starts at copy 2
+    assert repeat_start(tokens, 3, 2, 3) == 8  # single words not asked for: "then stop"
+    assert repeat_start(tokens, 4, 2, 3) is None  # "then stop" only three times
+    assert repeat_start([], 3, 1, 3) is None
+
+
 def test_silero_vad_finds_speech_and_the_pause_between() -> None:
     speech = decode_audio(corpus_file(JFK)).samples
     gap = np.zeros(2 * SAMPLE_RATE, np.float32)

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from stts.engines.repetition import repeat_start
 from stts.engines.whisper_timing import SpeechMap, WordTimer
 
 logger = logging.getLogger(__name__)
@@ -54,13 +55,7 @@ _TOKEN = re.compile(r"[^\W_]+")
 def loops(text: str, repeats: int = LOOP_REPEATS) -> bool:
     """Whether ``text`` repeats a word, or a run of two or three words, ``repeats`` times
     in a row."""
-    tokens = _TOKEN.findall(text.lower())
-    for n in (1, 2, 3):
-        for i in range(len(tokens) - n * repeats + 1):
-            gram = tokens[i : i + n]
-            if all(tokens[i + k * n : i + (k + 1) * n] == gram for k in range(1, repeats)):
-                return True
-    return False
+    return repeat_start(_TOKEN.findall(text.lower()), repeats, 1, 3) is not None
 
 
 @dataclasses.dataclass(slots=True)

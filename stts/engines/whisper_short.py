@@ -37,6 +37,7 @@ from faster_whisper.transcribe import (
 )
 
 from stts.audio.silence import frame_power
+from stts.engines.repetition import repeat_start
 from stts.transcript import Word
 
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
@@ -88,14 +89,7 @@ def loop_start(words: list[Word], times: int = 3, longest: int = 8) -> int | Non
     Single words may repeat ("zero zero zero"); phrases hardly ever do.
     """
     text = ["".join(c for c in w.word.lower() if c.isalnum()) for w in words]
-    for start in range(len(text)):
-        for n in range(2, longest + 1):
-            if start + n * times > len(text):
-                break
-            phrase = text[start : start + n]
-            if all(text[start + k * n : start + (k + 1) * n] == phrase for k in range(1, times)):
-                return start + n
-    return None
+    return repeat_start(text, times, 2, longest)
 
 
 def _frame_db(audio: np.ndarray) -> np.ndarray:
