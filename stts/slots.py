@@ -435,6 +435,8 @@ class EngineSlot:
                 instances, self._all_instances = self._all_instances, []
                 self._instances = queue.SimpleQueue()
                 self._shared = None
+                self._homes.clear()  # (no stream is open: each was counted out, or is stuck)
+                self._stream_home.clear()
                 self.state = "unloaded"
                 self.unloads += 1
             finally:

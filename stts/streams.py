@@ -221,12 +221,16 @@ class LiveStream:
             await asyncio.wait({asyncio.wrap_future(self._future)}, timeout=_STEP_TIMEOUT_S)
         if self._future is not None and not self._future.done():
             # Stuck in native code: closing the engine stream under it could corrupt its
-            # memory. It is left to the step (the place is given back all the same).
+            # memory. It is closed when the step returns (the place is given back now).
             logger.warning("engine %s: a stream step is still running at close", self.key[0])
+            self._future.add_done_callback(lambda _f: self._close_engine())
         else:
-            try:
-                self._engine.close()
-            except Exception:
-                logger.exception("engine %s failed to close a stream", self.key[0])
-            self.slot.stream_closed(self._engine)
+            self._close_engine()
         self.slot.release_stream()
+
+    def _close_engine(self) -> None:
+        try:
+            self._engine.close()
+        except Exception:
+            logger.exception("engine %s failed to close a stream", self.key[0])
+        self.slot.stream_closed(self._engine)

@@ -219,6 +219,44 @@ def test_pocketsphinx_priming_takes_the_mean_of_the_audio_and_searches_it_once(
         stream.close()
 
 
+class _FailingPrime:
+    """FAULT-INJECTION proxy of a PocketSphinx decoder: the priming pass's ``process_raw``
+    raises (as the native decoder does on a bad buffer); everything else is the real one."""
+
+    def __init__(self, decoder: Any) -> None:
+        self.real = decoder
+
+    def process_raw(self, data: bytes, no_search: bool, full_utt: bool) -> None:
+        if full_utt:
+            raise RuntimeError("fault injected")
+        self.real.process_raw(data, no_search, full_utt)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_failed_priming_leaves_no_broken_decoder_for_the_next_stream(
+    sphinx: PocketSphinxEngine,
+) -> None:
+    """The priming pass raises inside its utterance: the stream fails with that error (not
+    with PocketSphinx refusing to switch searches mid-utterance), its decoder is left on the
+    language model, is not handed to the next stream, and the next stream decodes."""
+    stream = sphinx.open_stream(EN)
+    real = stream._decoder  # type: ignore[attr-defined]
+    stream._decoder = _FailingPrime(real)  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match="fault injected"):
+        _feed(stream, _audio(JFK)[: 2 * SAMPLE_RATE])
+    assert real.current_search() == "_default"
+    stream.close()
+    assert all(spare is not real for spare in sphinx._spare_decoders)
+    following = sphinx.open_stream(EN)
+    try:
+        _feed(following, _audio(JFK))
+        assert "country" in following.transcript().text.lower()
+    finally:
+        following.close()
+
+
 def test_long_pauses_end_the_decoder_utterance_and_commit_it(sphinx: PocketSphinxEngine) -> None:
     """Two sentences 2 s apart: the first is final during the pause, before the second
     begins (the decoder's hypothesis never spans a whole long stream)."""

@@ -66,7 +66,6 @@ def test_repetition_guard_drops_loops_not_ordinary_repeats() -> None:
     assert RepetitionGuard().filter(digits) == digits  # speech, not a loop
 
 
-@requires_corpus
 def test_repeat_start_finds_the_first_loop_of_the_sizes_asked() -> None:
     from stts.engines.repetition import repeat_start
 
@@ -77,6 +76,7 @@ def test_repeat_start_finds_the_first_loop_of_the_sizes_asked() -> None:
     assert repeat_start([], 3, 1, 3) is None
 
 
+@requires_corpus
 def test_silero_vad_finds_speech_and_the_pause_between() -> None:
     speech = decode_audio(corpus_file(JFK)).samples
     gap = np.zeros(2 * SAMPLE_RATE, np.float32)
@@ -312,6 +312,65 @@ def test_streams_are_spread_over_an_engine_s_instances(tmp_path: Path) -> None:
         unregister_engine(PerWorkerStreamEngine.name)
 
 
+class _SlowHomedStream(_HomedStream):
+    def accept(self, samples: AudioArray) -> StreamUpdate:
+        import time
+
+        time.sleep(1.0)
+        return super().accept(samples)
+
+
+class SlowPerWorkerStreamEngine(PerWorkerStreamEngine):
+    """FAULT-INJECTION: PerWorkerStreamEngine whose stream steps take 1 s (a stuck step)."""
+
+    name = "fault-slow-per-worker-stream"
+
+    def open_stream(self, options: TranscribeOptions) -> EngineStream:
+        return _SlowHomedStream(self)
+
+
+def test_a_stream_closed_during_a_step_is_closed_when_the_step_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Close gives up waiting for a step still running (here after 0.2 s): the place comes
+    back at once, and the engine stream is closed, and its instance counted out, when the
+    step returns (before, it was never closed: a PocketSphinx child kept its decoder)."""
+    import time
+
+    from stts import streams
+
+    monkeypatch.setattr(streams, "_STEP_TIMEOUT_S", 0.2)
+    register_engine(SlowPerWorkerStreamEngine.name, SlowPerWorkerStreamEngine)
+    settings = Settings(
+        cache_dir=tmp_path,
+        engines=[SlowPerWorkerStreamEngine.name],
+        default_engine=SlowPerWorkerStreamEngine.name,
+        plugins={SlowPerWorkerStreamEngine.name: {"workers": 2, "max_streams": 2}},
+    )
+    manager = EngineManager(settings)
+    key = manager.resolve(None)
+    slot = manager.slot(key)
+
+    async def run() -> None:
+        stream = await LiveStream.open(manager, key, TranscribeOptions())
+        stream.push(TENTH)
+        await asyncio.sleep(0.05)  # the step is running
+        await stream.close()
+
+    try:
+        asyncio.run(run())
+        assert slot.open_streams == 0
+        instances = slot._all_instances
+        for _ in range(300):  # the step returns after 1 s
+            if not slot._homes:
+                break
+            time.sleep(0.1)
+        assert slot._homes == {} and [i.holding for i in instances] == [0, 0]  # type: ignore[attr-defined]
+    finally:
+        manager.close()
+        unregister_engine(SlowPerWorkerStreamEngine.name)
+
+
 @pytest.mark.parametrize("early", [False, True], ids=["default", "early_passes"])
 def test_whisper_passes_come_sooner_while_nothing_is_heard_and_silence_is_cut(
     monkeypatch: pytest.MonkeyPatch, early: bool
@@ -333,6 +392,7 @@ def test_whisper_passes_come_sooner_while_nothing_is_heard_and_silence_is_cut(
         short_context=False,
         early_passes=early,
     )
+    stream._short = object()  # type: ignore[assignment]  # short-context cadence; _decode is faked
     passes: list[tuple[float, float]] = []  # (stream time, buffer seconds) per pass
 
     def fault_injected_decode(final: bool) -> list[Word]:

@@ -205,6 +205,8 @@ class PocketSphinxEngine(Engine):
     def _return_decoder(self, decoder: Any) -> None:
         # Reset now, so nothing one stream heard reaches the next (front end, cepstral
         # mean); kept only up to max_streams, the most that can be open at once.
+        if decoder.current_search() != "_default":  # left on another search: not reused
+            return
         decoder.reinit_feat()
         with self._spare_lock:
             if self._decoder_cls is not None and (
@@ -354,6 +356,7 @@ class PocketSphinxStream(EngineStream):
         self.prime_samples = int(prime_s * 16_000)
         self._prime: list[np.ndarray[Any, Any]] = []
         self.primed = False
+        self.broken = False  # a call failed: the decoder's state is unknown, never reused
         self.cmn = ""
         self.in_utterance = False
         self.utterance_offset = 0.0  # stream time (s) where the decoder's utterance began
@@ -389,8 +392,10 @@ class PocketSphinxStream(EngineStream):
             decoder.activate_search(_PRIME_SEARCH)
         try:
             decoder.start_utt()
-            decoder.process_raw(pcm.tobytes(), True, True)  # no search, whole: batch CMN
-            decoder.end_utt()
+            try:
+                decoder.process_raw(pcm.tobytes(), True, True)  # no search, whole: batch CMN
+            finally:
+                decoder.end_utt()  # (a search can only be switched between utterances)
         finally:
             if keyphrase:
                 decoder.activate_search()  # back to the language model
@@ -420,7 +425,11 @@ class PocketSphinxStream(EngineStream):
         with self._lock:
             if self._decoder is None:
                 raise Cancelled("the stream is closed")
-            return self._accept(samples)
+            try:
+                return self._accept(samples)
+            except BaseException:
+                self.broken = True
+                raise
 
     def _accept(self, samples: AudioArray) -> StreamUpdate:
         pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
@@ -452,13 +461,17 @@ class PocketSphinxStream(EngineStream):
         with self._lock:
             if self._decoder is None:
                 raise Cancelled("the stream is closed")
-            return self._finish()
+            try:
+                return self._finish()
+            except BaseException:
+                self.broken = True
+                raise
 
     def _finish(self) -> StreamUpdate:
         if not self.primed:
             if not self._prime:
                 return StreamUpdate()
-            # Shorter than the priming span: decoded whole, as a file would be.
+            # Shorter than the priming span: decoded whole (with the stream's search).
             pcm = np.concatenate(self._prime)
             self._prime = []
             self.primed = True
@@ -476,10 +489,12 @@ class PocketSphinxStream(EngineStream):
         return self.agreement.transcript(self.total / 16_000, "en", self.model_name)
 
     def close(self) -> None:
-        """Give the decoder back to the engine, reset (waits for a step under way)."""
+        """Give the decoder back to the engine, reset (waits for a step under way); one
+        whose call failed is dropped instead (it may be mid-utterance or on another
+        search, and would fail every stream that got it next)."""
         with self._lock:
             decoder, self._decoder = self._decoder, None
-            if decoder is None:
+            if decoder is None or self.broken:
                 return
             if self.in_utterance:
                 decoder.end_utt()

@@ -61,8 +61,9 @@ class ShortDecode:
     frames: int
     """Mel frames the encoder ran on (padded), for the record."""
     fell_back: str | None = None
-    """Why the pass was decoded again on a whole 30 s window (``looping``,
-    ``cut_short``) or had its loop cut off (``loop_cut``, interim passes), or None."""
+    """Why the pass was decoded again on a longer context, 8 s or the whole 30 s window
+    (``looping``, ``cut_short``), or had its loop cut off (``loop_cut``, interim passes),
+    or None."""
 
 
 LOUD_DB = 12.0
@@ -129,7 +130,9 @@ class ShortContextDecoder:
         self.timestamps = timestamps
         self.fallback = fallback
         # A failed pass's second try (then the whole window); None: the window at once.
-        self.retry_frames = MAX_FRAMES if retry_s is None else int(retry_s * FRAMES_PER_SECOND)
+        self.retry_frames = (
+            MAX_FRAMES if retry_s is None else min(MAX_FRAMES, int(retry_s * FRAMES_PER_SECOND))
+        )
         self._model = model
         self._ct2 = model.model
         self.multilingual = bool(self._ct2.is_multilingual)

@@ -86,7 +86,7 @@ class WhisperStream(EngineStream):
         self.total = 0  # samples accepted
         self.unseen = 0  # samples accepted since the last pass
         self.passes = 0
-        self.fallbacks = 0  # short passes decoded again on a 30 s window or loop-cut
+        self.fallbacks = 0  # short passes decoded again on a longer context, or loop-cut
 
     @property
     def short_context(self) -> bool:
@@ -191,10 +191,13 @@ class WhisperStream(EngineStream):
                 self.buffer = self.buffer[-keep:].copy()
                 self.offset = (self.total - keep) / SAMPLE_RATE
         update = self.agreement.insert(hypothesis)
-        if not hypothesis or (self.early_passes and not self.agreement.committed):
+        if self._short is not None and (
+            not hypothesis or (self.early_passes and not self.agreement.committed)
+        ):
             # After a pass that heard nothing (and, with ``early_passes``, until the first
             # words are committed) the next comes after half the audio: the first words
-            # show sooner after speech begins (passes on a short buffer are cheap).
+            # show sooner after speech begins. Only on short contexts, where a pass on a
+            # short buffer is cheap (a window pass costs a 30 s encoder whatever it holds).
             # Confirming words from passes half a second apart measured 2 WER points
             # worse, so by default the second hypothesis waits a whole ``min_chunk``.
             self.unseen = self.min_chunk // 2
