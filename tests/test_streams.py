@@ -4,6 +4,7 @@ guard, Silero VAD, and LiveStream's admission, backlog and clean-up (issue 12)."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -268,48 +269,56 @@ class PerWorkerStreamEngine(EchoStreamEngine):
         return _HomedStream(self)
 
 
+@contextlib.contextmanager
+def _two_workers(tmp_path: Path, engine: type[EchoStreamEngine]) -> Iterator[EngineManager]:
+    """A manager of one FAULT-INJECTION streaming engine with 2 workers (registered for
+    the block)."""
+    register_engine(engine.name, engine)
+    settings = Settings(
+        cache_dir=tmp_path,
+        engines=[engine.name],
+        default_engine=engine.name,
+        plugins={engine.name: {"workers": 2, "max_streams": 4}},
+    )
+    manager = EngineManager(settings)
+    try:
+        yield manager
+    finally:
+        manager.close()
+        unregister_engine(engine.name)
+
+
 def test_streams_are_spread_over_an_engine_s_instances(tmp_path: Path) -> None:
     """A stream stays on the instance that opened it (PocketSphinx: the child process that
     holds its decoder), so streams go to the instance holding the fewest, not to whichever
     the free-worker queue hands out next: after one step of the first stream, the queue
     had the first stream's instance at its head again (both streams in one child, one
     core, the other idle)."""
-    register_engine(PerWorkerStreamEngine.name, PerWorkerStreamEngine)
-    settings = Settings(
-        cache_dir=tmp_path,
-        engines=[PerWorkerStreamEngine.name],
-        default_engine=PerWorkerStreamEngine.name,
-        plugins={PerWorkerStreamEngine.name: {"workers": 2, "max_streams": 4}},
-    )
-    manager = EngineManager(settings)
-    key = manager.resolve(None)
+    with _two_workers(tmp_path, PerWorkerStreamEngine) as manager:
+        key = manager.resolve(None)
 
-    async def step(stream: LiveStream) -> None:
-        stream.push(TENTH)
-        await asyncio.sleep(0)
-        await stream._idle.wait()
+        async def step(stream: LiveStream) -> None:
+            stream.push(TENTH)
+            await asyncio.sleep(0)
+            await stream._idle.wait()
 
-    async def run() -> list[list[int]]:
-        held = []
-        first = await LiveStream.open(manager, key, TranscribeOptions())
-        await step(first)
-        second = await LiveStream.open(manager, key, TranscribeOptions())
-        await step(second)
-        instances = manager.slot(key)._all_instances
-        held.append([i.holding for i in instances])  # type: ignore[attr-defined]
-        await first.close()
-        third = await LiveStream.open(manager, key, TranscribeOptions())  # where first was
-        held.append([i.holding for i in instances])  # type: ignore[attr-defined]
-        for stream in (second, third):
-            await stream.close()
-        held.append([i.holding for i in instances])  # type: ignore[attr-defined]
-        return held
+        async def run() -> list[list[int]]:
+            held = []
+            first = await LiveStream.open(manager, key, TranscribeOptions())
+            await step(first)
+            second = await LiveStream.open(manager, key, TranscribeOptions())
+            await step(second)
+            instances = manager.slot(key)._all_instances
+            held.append([i.holding for i in instances])  # type: ignore[attr-defined]
+            await first.close()
+            third = await LiveStream.open(manager, key, TranscribeOptions())  # where first was
+            held.append([i.holding for i in instances])  # type: ignore[attr-defined]
+            for stream in (second, third):
+                await stream.close()
+            held.append([i.holding for i in instances])  # type: ignore[attr-defined]
+            return held
 
-    try:
         assert asyncio.run(run()) == [[1, 1], [1, 1], [0, 0]]
-    finally:
-        manager.close()
-        unregister_engine(PerWorkerStreamEngine.name)
 
 
 class _SlowHomedStream(_HomedStream):
@@ -340,24 +349,16 @@ def test_a_stream_closed_during_a_step_is_closed_when_the_step_returns(
     from stts import streams
 
     monkeypatch.setattr(streams, "_STEP_TIMEOUT_S", 0.2)
-    register_engine(SlowPerWorkerStreamEngine.name, SlowPerWorkerStreamEngine)
-    settings = Settings(
-        cache_dir=tmp_path,
-        engines=[SlowPerWorkerStreamEngine.name],
-        default_engine=SlowPerWorkerStreamEngine.name,
-        plugins={SlowPerWorkerStreamEngine.name: {"workers": 2, "max_streams": 2}},
-    )
-    manager = EngineManager(settings)
-    key = manager.resolve(None)
-    slot = manager.slot(key)
+    with _two_workers(tmp_path, SlowPerWorkerStreamEngine) as manager:
+        key = manager.resolve(None)
+        slot = manager.slot(key)
 
-    async def run() -> None:
-        stream = await LiveStream.open(manager, key, TranscribeOptions())
-        stream.push(TENTH)
-        await asyncio.sleep(0.05)  # the step is running
-        await stream.close()
+        async def run() -> None:
+            stream = await LiveStream.open(manager, key, TranscribeOptions())
+            stream.push(TENTH)
+            await asyncio.sleep(0.05)  # the step is running
+            await stream.close()
 
-    try:
         asyncio.run(run())
         assert slot.open_streams == 0
         instances = slot._all_instances
@@ -366,9 +367,6 @@ def test_a_stream_closed_during_a_step_is_closed_when_the_step_returns(
                 break
             time.sleep(0.1)
         assert slot._homes == {} and [i.holding for i in instances] == [0, 0]  # type: ignore[attr-defined]
-    finally:
-        manager.close()
-        unregister_engine(SlowPerWorkerStreamEngine.name)
 
 
 @pytest.mark.parametrize("early", [False, True], ids=["default", "early_passes"])
