@@ -15,17 +15,23 @@ en, by each path on the same loaded model in the same process:
 CPU time is this process's (all threads), so it holds on a shared machine; WER is the
 tests' normaliser (``stts.evaluation.word_error_rate``).
 
-    .venv/bin/python bench/short_context.py
+    .venv/bin/python bench/short_context.py [--render-only]
+
+The .md beside the .json holds the README's table (``bench/tables/recognition.py``, one
+definition of the columns); ``--render-only`` rewrites it from the .json alone.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
 from typing import Any
 
-from common import RESULTS, corpus, machine, markdown_table
+from common import RESULTS, corpus, machine
+from tables.recognition import render_short_context
+from tables.source import Source
 
 from stts.audio import SAMPLE_RATE, decode_audio
 from stts.config import Settings
@@ -37,7 +43,19 @@ FINAL = (0.0, 0.2, 0.4)
 """A live stream's last pass may retry hotter, as faster-whisper does."""
 
 
-def main() -> None:
+def report(data: dict[str, Any]) -> str:
+    """A run's .md: what was measured, then the README's table of it (the same renderer)."""
+    note = (
+        f"{data['files']} corpus files of at most 30 s, {data['audio_s']:.1f} s of audio, each "
+        f"decoded once per path (greedy unless the path says, word timestamps, language en), "
+        "Whisper base int8; "
+        f"{data['machine']}. CPU: process time."
+    )
+    return note + "\n\n" + render_short_context([Source("short_context.json", data)])
+
+
+def measure() -> dict[str, Any]:
+    """Every path on every file; the run's record as short_context.json holds it."""
     engine = WhisperEngine(Settings(engines=["whisper"], default_engine="whisper"))
     engine.load()
     model = engine._model
@@ -111,40 +129,32 @@ def main() -> None:
             name += f", beam {beam}, temperatures 0/0.2/0.4"
         record(name, hyps, time.process_time() - cpu0, again)
 
-    note = (
-        f"{len(items)} corpus files of at most 30 s, {seconds:.1f} s of audio, each decoded "
-        f"once per path (greedy unless the path says, word timestamps, language en), "
-        "Whisper base int8; "
-        f"{machine()}. CPU: process time."
+    return {
+        "machine": machine(),
+        "files": len(items),
+        "audio_s": round(seconds, 1),
+        "results": rows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="measure nothing: rewrite short_context.md from short_context.json",
     )
-    table = markdown_table(
-        ["path", "WER", "CPU s", "CPU s per audio s", "files decoded again", "load avg"],
-        [
-            [
-                r["path"],
-                f"{r['wer']:.1%}",
-                r["cpu_s"],
-                r["cpu_per_audio_s"],
-                "-" if r["decoded_again"] is None else r["decoded_again"],
-                r["load_avg"],
-            ]
-            for r in rows
-        ],
-    )
-    print(note)
-    print(table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "short_context.md").write_text(note + "\n\n" + table + "\n")
-    (RESULTS / "short_context.json").write_text(
-        json.dumps(
-            {
-                "machine": machine(),
-                "files": len(items),
-                "audio_s": round(seconds, 1),
-                "results": rows,
-            }
-        )
-    )
+    args = parser.parse_args()
+    json_path = RESULTS / "short_context.json"
+    if args.render_only:
+        data = json.loads(json_path.read_text())
+    else:
+        data = measure()
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(data))
+    text = report(data)
+    print(text)
+    (RESULTS / "short_context.md").write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ Measured per engine:
   PocketSphinx's as a server runs them, in a child process per worker (``isolate``).
 
     .venv/bin/python bench/streaming.py [--engines whisper,pocketsphinx] [--quick]
-        [--whisper-context window,short]
+        [--whisper-context window,short] [--out streaming] [--render-only]
 
 Whisper runs once per ``--whisper-context``: ``window`` re-decodes through
 faster-whisper's transcribe (every pass padded to a 30 s window), ``short`` through
@@ -23,6 +23,9 @@ the short-context decoder (``whisper.stream_short_context``, encoder sized to th
 buffer); both against the same offline baseline, in the same run. The load average is
 recorded beside the figures: on a shared machine CPU seconds per audio second are the
 trustworthy figure, wall latencies are not.
+
+The .md beside the .json holds the README's tables (``bench/tables/recognition.py``,
+one definition of the columns); ``--render-only`` rewrites it from the .json alone.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from common import RESULTS, corpus, machine, markdown_table
+from common import RESULTS, corpus, machine
+from tables.recognition import render_streaming
+from tables.source import Source
 
 from stts.audio import SAMPLE_RATE, decode_audio
 from stts.config import Settings
@@ -236,6 +241,46 @@ def measure_engine(
     }
 
 
+def report(data: dict[str, Any], name: str = "streaming.json") -> str:
+    """A run's .md: what was measured, then the README's tables of it (the same renderer)."""
+    first = data["results"][0]
+    note = (
+        f"{first['files']} files, {first['audio_s']} s of audio, 100 ms pieces at "
+        f"real-time pace, language en; {data['machine']}. Offline WER: the same engine on the "
+        "same files in the same run. The machine is shared (load average in the last "
+        "column): CPU seconds per audio second hold under load, wall latencies do not."
+    )
+    return note + "\n\n" + render_streaming([Source(name, data)])
+
+
+def plot(results: list[dict[str, Any]], out: str) -> None:
+    """Median latencies and WER per engine, beside the tables."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib not installed: no plot)")
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    names = [r["engine"] for r in results]
+    x = np.arange(len(names))
+    names = [n.replace(" (", "\n(") for n in names]
+    axes[0].bar(x - 0.2, [r["first_commit_p50"] for r in results], 0.4, label="first commit")
+    axes[0].bar(x + 0.2, [r["final_p50"] for r in results], 0.4, label="final")
+    axes[0].set_xticks(x, names)
+    axes[0].set_ylabel("seconds (median)")
+    axes[0].legend()
+    axes[1].bar(x - 0.2, [r["wer_offline"] * 100 for r in results], 0.4, label="offline")
+    axes[1].bar(x + 0.2, [r["wer_streamed"] * 100 for r in results], 0.4, label="streamed")
+    axes[1].set_xticks(x, names)
+    axes[1].set_ylabel("WER %")
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"{out}.png", dpi=100)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engines", default="whisper,pocketsphinx")
@@ -249,85 +294,33 @@ def main() -> None:
         help="Whisper decode paths to compare: window (30 s), short (sized to the buffer)",
     )
     parser.add_argument("--out", default="streaming", help="results file stem")
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="measure nothing: rewrite <out>.md from <out>.json",
+    )
     args = parser.parse_args()
-    results = []
-    for engine in args.engines.split(","):
-        variants: list[bool | None] = [None]
-        if engine == "whisper":
-            variants = [c == "short" for c in args.whisper_context.split(",")]
-        for short in variants:
-            print(f"streaming {engine} (short context: {short}) …", flush=True)
-            results.append(measure_engine(engine, args.quick, args.max_streams, short))
-            print(json.dumps(results[-1]), flush=True)
-    headers = [
-        "engine",
-        "WER streamed",
-        "WER offline",
-        "first tentative p50 s",
-        "first commit p50 s",
-        "final p50 s",
-        "final p95 s",
-        "word lag p50 s",
-        "word lag p95 s",
-        "CPU s per audio s",
-        "sustained streams",
-        "load avg (start, end)",
-    ]
-    rows = [
-        [
-            r["engine"],
-            f"{r['wer_streamed']:.1%}",
-            f"{r['wer_offline']:.1%}",
-            r["first_tentative_p50"],
-            r["first_commit_p50"],
-            r["final_p50"],
-            r["final_p95"],
-            r["word_lag_p50"],
-            r["word_lag_p95"],
-            r["cpu_per_audio_s"],
-            r["sustained_streams"],
-            "{}, {}".format(*r["load_avg"]),
-        ]
-        for r in results
-    ]
-    note = (
-        f"{results[0]['files']} files, {results[0]['audio_s']} s of audio, 100 ms pieces at "
-        f"real-time pace, language en; {machine()}. Offline WER: the same engine on the "
-        "same files in the same run. The machine is shared (load average in the last "
-        "column): CPU seconds per audio second hold under load, wall latencies do not."
-    )
-    table = markdown_table(headers, rows)
-    print(note)
-    print(table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.out}.md").write_text(note + "\n\n" + table + "\n")
-    (RESULTS / f"{args.out}.json").write_text(
-        json.dumps({"machine": machine(), "results": results})
-    )
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        names = [r["engine"] for r in results]
-        x = np.arange(len(names))
-        names = [n.replace(" (", "\n(") for n in names]
-        axes[0].bar(x - 0.2, [r["first_commit_p50"] for r in results], 0.4, label="first commit")
-        axes[0].bar(x + 0.2, [r["final_p50"] for r in results], 0.4, label="final")
-        axes[0].set_xticks(x, names)
-        axes[0].set_ylabel("seconds (median)")
-        axes[0].legend()
-        axes[1].bar(x - 0.2, [r["wer_offline"] * 100 for r in results], 0.4, label="offline")
-        axes[1].bar(x + 0.2, [r["wer_streamed"] * 100 for r in results], 0.4, label="streamed")
-        axes[1].set_xticks(x, names)
-        axes[1].set_ylabel("WER %")
-        axes[1].legend()
-        fig.tight_layout()
-        fig.savefig(RESULTS / f"{args.out}.png", dpi=100)
-    except ImportError:
-        print("(matplotlib not installed: no plot)")
+    json_path = RESULTS / f"{args.out}.json"
+    if args.render_only:
+        data = json.loads(json_path.read_text())
+    else:
+        results = []
+        for engine in args.engines.split(","):
+            variants: list[bool | None] = [None]
+            if engine == "whisper":
+                variants = [c == "short" for c in args.whisper_context.split(",")]
+            for short in variants:
+                print(f"streaming {engine} (short context: {short}) …", flush=True)
+                results.append(measure_engine(engine, args.quick, args.max_streams, short))
+                print(json.dumps(results[-1]), flush=True)
+        data = {"machine": machine(), "results": results}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(data))
+    text = report(data, json_path.name)
+    print(text)
+    (RESULTS / f"{args.out}.md").write_text(text + "\n")
+    if not args.render_only:
+        plot(data["results"], args.out)
 
 
 if __name__ == "__main__":

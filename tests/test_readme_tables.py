@@ -159,3 +159,46 @@ def test_robustness_tables_follow_what_a_run_recorded(tables: ModuleType, tmp_pa
     assert "| music in the middle | stts |" in text and "| 412 | 3 |" in text
     empty = tables.render_block("robustness-nonspeech", "source=robustness-new.json", results)
     assert "No non-speech rows in `robustness-new.json`" in empty
+
+
+@pytest.fixture(scope="module")
+def bench_reports() -> Iterator[dict[str, ModuleType]]:
+    """bench/streaming.py and bench/short_context.py imported as their CLIs run them."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(ROOT / "bench"))
+        mp.setenv("HF_HUB_OFFLINE", "1")  # bench/common.py sets it; undone here
+        modules = {n: importlib.import_module(n) for n in ("streaming", "short_context")}
+    yield modules
+    for name in [
+        n
+        for n in sys.modules
+        if n.partition(".")[0] in ("streaming", "short_context", "common", "tables")
+    ]:
+        del sys.modules[name]
+
+
+@pytest.mark.parametrize(
+    ("bench", "block", "source"),
+    [
+        ("streaming", "streaming", "streaming.json"),
+        ("streaming", "streaming", "streaming-greedy-final.json"),
+        ("short_context", "short-context", "short_context.json"),
+    ],
+)
+def test_a_bench_writes_the_tables_the_readme_shows(
+    tables: ModuleType,
+    bench_reports: dict[str, ModuleType],
+    bench: str,
+    block: str,
+    source: str,
+) -> None:
+    """One definition of the columns: the .md a bench writes is the README's renderer on
+    the same run (before, bench/streaming.py wrote its own table, without the worst
+    backlog and with '9.3%' where the README says '9.3 %')."""
+    data = json.loads((RESULTS / source).read_text())
+    module = bench_reports[bench]
+    report = module.report(data, source) if bench == "streaming" else module.report(data)
+    # the README block is the bench's sentence and tables, then the footer naming the file
+    assert report in tables.render_block(block, f"source={source}", RESULTS)
+    # and the committed .md is what the bench writes (bench --render-only regenerates it)
+    assert (RESULTS / source).with_suffix(".md").read_text() == report + "\n"
