@@ -131,6 +131,18 @@ class WhisperSettings(EngineSettings):
         "back to its own (times only, never the words; see README, Silence, noise and "
         "long recordings)",
     )
+    vad_word_times_late_onsets: bool = Field(
+        True,
+        description="with vad_word_times: a word that starts in the previous word's speech "
+        "and stretches over a pause starts at the onset after that pause",
+    )
+    repair_edge_remnant_s: float | None = Field(
+        0.6,
+        ge=0,
+        description="gap repair: VAD speech up to this long running into a stretch's edge "
+        "next to a word is that word's remnant and not re-decoded; longer speech is "
+        "re-decoded less its part nearest the word (None: all such speech is left out)",
+    )
     stream_short_context: bool = Field(
         True,
         description="live streams: run the encoder on the buffered audio only, not on a "

@@ -399,6 +399,8 @@ class WhisperEngine(Engine):
                 min_gap_s=cfg.repair_min_gap_s,
                 token_cap=_token_cap,
                 word_times=cfg.vad_word_times and options.word_timestamps,
+                late_onsets=cfg.vad_word_times_late_onsets,
+                edge_remnant_s=cfg.repair_edge_remnant_s,
             )
             segments_iter: Any = repairer.segments()
         else:

@@ -40,6 +40,10 @@ MAX_WORD_S = 1.0
 # come back as a repeated word).
 EDGE_S = 0.15
 EDGE_TOUCH_S = 0.05
+# VAD speech in a gap that runs into an end next to a word, up to ``edge_remnant_s``
+# long, is that word's remnant; longer, it is speech the first pass skipped (and spread
+# the word over), re-decoded less this much at the word's side.
+REMNANT_TRIM_S = 0.3
 # Silero, run again inside a gap with short pauses allowed: it must hear this much speech.
 MIN_SPEECH_S = 0.5
 GAP_VAD = {"min_silence_duration_ms": 300, "speech_pad_ms": 200}
@@ -127,12 +131,15 @@ class GapRepairer:
         min_gap_s: float,
         token_cap: Callable[[float], int | None],
         word_times: bool = False,
+        late_onsets: bool = True,
+        edge_remnant_s: float | None = 0.6,
     ) -> None:
         self.model = model
         self.audio = audio
         self.vad_parameters = vad_parameters
         self.options = decode_options
         self.min_gap_s = min_gap_s
+        self.edge_remnant_s = edge_remnant_s
         self.token_cap = token_cap
         self.stats = GapRepairStats()
         self.info: Any = None
@@ -142,7 +149,9 @@ class GapRepairer:
             vad_parameters["min_silence_duration_ms"], vad_parameters["speech_pad_ms"]
         )
         self._spans = [(c["start"] / SAMPLE_RATE, c["end"] / SAMPLE_RATE) for c in self._chunks]
-        self.timer = WordTimer(speech, self._chunks) if word_times else None
+        self.timer = (
+            WordTimer(speech, self._chunks, late_onsets=late_onsets) if word_times else None
+        )
 
     def segments(self) -> Iterator[Any]:
         """faster-whisper segments in time order, first pass and repairs together."""
@@ -241,15 +250,9 @@ class GapRepairer:
         """The segments of ``lo``-``hi`` (s) decoded alone, on the recording's timeline;
         none when Silero hears too little speech there."""
         piece = self.audio[int(lo * SAMPLE_RATE) : int(hi * SAMPLE_RATE)]
-        edge = int(EDGE_TOUCH_S * SAMPLE_RATE)
-        # Speech running into an end next to a word is that word's remnant (decoded again
-        # it comes back as a repeat of the text around it), not a skipped utterance.
-        inner = [
-            c
-            for c in speech_chunks(piece, {**self.vad_parameters, **GAP_VAD})
-            if not (word_ends[0] and c["start"] <= edge)
-            and not (word_ends[1] and c["end"] >= len(piece) - edge)
-        ]
+        inner = self._not_remnants(
+            speech_chunks(piece, {**self.vad_parameters, **GAP_VAD}), len(piece), word_ends
+        )
         heard = sum(c["end"] - c["start"] for c in inner) / SAMPLE_RATE
         if heard < MIN_SPEECH_S:
             logger.debug("gap %.2f-%.2f s: %.2f s of speech, left", lo, hi, heard)
@@ -268,3 +271,28 @@ class GapRepairer:
         found, _info = self.model.transcribe(piece[a:b], vad_filter=False, **options)
         offset = lo + a / SAMPLE_RATE
         return [_shifted(segment, offset) for segment in found]
+
+    def _not_remnants(
+        self, chunks: list[dict[str, int]], length: int, word_ends: tuple[bool, bool]
+    ) -> list[dict[str, int]]:
+        """The VAD ``chunks`` of a gap's ``length`` samples that are not a neighbouring
+        word's remnant. Speech running into an end next to a word is that word's remnant
+        (decoded again it comes back as a repeat of the text around it), unless it is
+        longer than ``edge_remnant_s``: then the first pass skipped speech there and
+        stretched the word over it (two consecutive copies of one sentence, measured),
+        and it is kept less ``REMNANT_TRIM_S`` at the word's side."""
+        edge = int(EDGE_TOUCH_S * SAMPLE_RATE)
+        trim = int(REMNANT_TRIM_S * SAMPLE_RATE)
+        longest = None if self.edge_remnant_s is None else self.edge_remnant_s * SAMPLE_RATE
+        kept = []
+        for c in chunks:
+            start, end = c["start"], c["end"]
+            touches = (word_ends[0] and start <= edge, word_ends[1] and end >= length - edge)
+            if any(touches):
+                if longest is None or end - start <= longest:
+                    continue
+                start, end = start + trim * touches[0], end - trim * touches[1]
+                if end <= start:
+                    continue
+            kept.append({"start": start, "end": end})
+        return kept

@@ -47,6 +47,9 @@ WINDOW = 512
 SENTENCE_ENDS = (".", "?", "!")
 MIN_WORD_S = 0.1
 """A word moved out of non-speech keeps at least this long (stable-ts's default)."""
+MIN_PAUSE_S = 0.3
+"""A pause inside a word that starts in the previous word's speech: at least this much
+non-speech before the onset the word moves to."""
 
 
 class SpeechMap:
@@ -131,6 +134,20 @@ class SpeechMap:
         found = np.flatnonzero(self.speech[lo:hi] & ~self.speech[lo - 1 : hi - 1])
         return None if not len(found) else float((lo + found[0]) * WINDOW / SAMPLE_RATE)
 
+    def last_onset(self, start: float, end: float, pause_s: float) -> float | None:
+        """Where speech last begins in ``start``-``end`` (s) after at least ``pause_s``
+        of non-speech, or None."""
+        lo, hi = self._frames(start, end)
+        pause = max(1, int(np.ceil(pause_s * SAMPLE_RATE / WINDOW)))
+        lo = max(lo, pause)
+        if hi <= lo:
+            return None
+        # Speech frames among the ``pause`` frames before each frame from ``lo`` on.
+        counts = np.concatenate(([0], np.cumsum(self.speech[lo - pause : hi])))
+        before = counts[pause:-1] - counts[: -pause - 1]
+        hits = np.flatnonzero(self.speech[lo:hi] & (before == 0))
+        return None if not len(hits) else float((lo + hits[-1]) * WINDOW / SAMPLE_RATE)
+
     def onset_in(self, start: float, end: float) -> bool:
         """Whether speech begins (a non-speech frame, then a speech frame) in
         ``start``-``end`` (s)."""
@@ -145,8 +162,11 @@ class WordTimer:
     """The two repairs of one file's word times (see the module's doc), segment by
     segment in time order, on the recording's timeline."""
 
-    def __init__(self, speech: SpeechMap, chunks: list[dict[str, int]]) -> None:
+    def __init__(
+        self, speech: SpeechMap, chunks: list[dict[str, int]], *, late_onsets: bool = True
+    ) -> None:
         self.speech = speech
+        self.late_onsets = late_onsets
         self._ends = [c["end"] / SAMPLE_RATE for c in chunks]
         cut, previous = 0, 0
         self._cut_before = []
@@ -200,7 +220,12 @@ class WordTimer:
                     words[1] = dataclasses.replace(after, start=max(after.start, cut))
                     self.moved += 1
         for k, word in enumerate(words):
-            if word.end - word.start <= MIN_WORD_S or self.speech.is_speech(word.start):
+            if word.end - word.start <= MIN_WORD_S:
+                continue
+            if self.speech.is_speech(word.start):
+                before = words[k - 1].end if k else self._last_end
+                if self.late_onsets and before is not None:
+                    words[k] = self._from_late_onset(word, before)
                 continue
             begins = self.speech.speech_from(word.start, word.end)
             if begins is None:
@@ -211,3 +236,20 @@ class WordTimer:
                 self.moved += 1
         self._last_end = words[-1].end
         return dataclasses.replace(segment, start=words[0].start, end=words[-1].end, words=words)
+
+    def _from_late_onset(self, word: Any, before: float) -> Any:
+        """``word``, which starts in speech, moved to the last onset after a pause inside
+        it when its start is the previous word's speech (no onset since ``before``, the
+        previous word's end): Whisper stretched it back over that word's tail and the
+        pause. A word that ends a sentence keeps its start (its end ran on, not its
+        start back)."""
+        if word.word.strip().endswith(SENTENCE_ENDS) or self.speech.onset_in(before, word.start):
+            return word
+        onset = self.speech.last_onset(word.start, word.end, MIN_PAUSE_S)
+        if onset is None:
+            return word
+        start = round(min(onset, word.end - MIN_WORD_S), 3)
+        if start <= word.start:
+            return word
+        self.moved += 1
+        return dataclasses.replace(word, start=start)
