@@ -9,6 +9,7 @@ real: the embedded base model, Silero VAD, a recording built from corpus files.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ class FaultInjectionSkippingModel:
         self.words = words
         self.calls = 0
         self.dropped: list[str] = []
+        self.spans: list[tuple[float, float]] = []
 
     def transcribe(self, audio: Any, **kwargs: Any) -> tuple[Any, Any]:
         segments, info = self.model.transcribe(audio, **kwargs)
@@ -55,8 +57,29 @@ class FaultInjectionSkippingModel:
             inside = matches
             if matches and runs == 2:
                 self.dropped.append(segment.text)
+                self.spans.append((segment.start, segment.end))
             else:
                 kept.append(segment)
+        return iter(kept), info
+
+
+class FaultInjectionSpreadingModel(FaultInjectionSkippingModel):
+    """FAULT INJECTION: as :class:`FaultInjectionSkippingModel`, and the last word before
+    the skipped utterance is stretched over it (from 0.5 s before it to its end), as
+    Whisper's alignment spread a word over two consecutive copies of one sentence it
+    skipped on the clean 10-minute bench recording ('in' 94.54-98.14 s)."""
+
+    def transcribe(self, audio: Any, **kwargs: Any) -> tuple[Any, Any]:
+        first = self.calls == 0
+        segments, info = super().transcribe(audio, **kwargs)
+        if not first or not self.spans:
+            return segments, info
+        kept = list(segments)
+        lo, hi = self.spans[0][0], self.spans[-1][1]
+        k = max(i for i, segment in enumerate(kept) if segment.end <= lo)
+        words = list(kept[k].words)
+        words[-1] = dataclasses.replace(words[-1], start=lo - 0.5, end=hi)
+        kept[k] = dataclasses.replace(kept[k], end=hi, words=words)
         return iter(kept), info
 
 
@@ -123,3 +146,36 @@ def test_repair_decodes_again_an_utterance_the_first_pass_skipped(
     skipped, result = heard[False]
     assert skipped.lost_runs, result.text
     assert normalize_text(result.text).count("fellow") == said - 1
+
+
+@pytest.mark.slow
+@requires_corpus
+def test_repair_decodes_a_skipped_utterance_a_word_was_stretched_over(
+    engines: tuple[WhisperEngine, WhisperEngine],
+) -> None:
+    """The skipped utterance's speech runs into the stretched word's edge (its coverage
+    ends 1 s after its start, inside the utterance): too long to be that word's remnant,
+    it is decoded again less its first 0.3 s. With every such piece left out as a
+    remnant (``repair_edge_remnant_s`` None, the rule before) it stayed lost."""
+    references = {item.path.name: item.reference for item in CORPUS_ITEMS}
+    clips = [(decode_audio(corpus_file(name)).samples, references[name]) for name in FILES]
+    recording = synthetic.long_form(clips, 60.0, noise_dbfs=-45.0, seed=14)
+    said = sum("fellow" in p.reference.lower() for p in recording.placements)
+    engine = engines[0]
+    assert engine.settings.whisper.repair_edge_remnant_s is not None
+    real = engine._model
+    faulty = FaultInjectionSpreadingModel(real, DROPPED)
+    engine._model = faulty
+    try:
+        result = engine.transcribe(
+            recording.samples, TranscribeOptions(language="en", word_timestamps=True)
+        )
+    finally:
+        engine._model = real
+    assert faulty.dropped, "the fault was not injected"
+    score = synthetic.score_long_form(
+        recording, [(w.start, w.word) for w in result.words], normalize_text
+    )
+    assert score.lost_runs == (), result.text
+    assert score.inserted_runs == (), result.text
+    assert normalize_text(result.text).count("fellow") == said

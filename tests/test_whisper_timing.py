@@ -207,3 +207,62 @@ def test_a_first_word_in_the_previous_speech_tail_moves_to_its_own(
     assert settled.words[0].end <= settled.words[1].start < settled.words[1].end
     assert settled.words[1].end == early.words[1].end
     assert [w.word for w in settled.words] == [" At", " that"]
+
+
+def _pair_with_a_pause(recording: synthetic.LongForm, speech: SpeechMap) -> tuple[float, float]:
+    """Where one utterance's speech ends and the next one's begins (Silero's frames),
+    for two consecutive utterances with at least 0.6 s of non-speech between them."""
+    for p, q in zip(recording.placements, recording.placements[1:], strict=False):
+        onset = speech.speech_from(q.start, q.start + q.duration)
+        tail = speech.speech_from(p.start, p.start + p.duration)
+        if onset is None or tail is None:
+            continue
+        last = max(
+            t / 100 for t in range(int(tail * 100), int(onset * 100)) if speech.is_speech(t / 100)
+        )
+        if onset - last >= 0.6:
+            return last, onset
+    raise AssertionError("no two utterances with a pause between them")
+
+
+@pytest.mark.parametrize("late_onsets", [True, False])
+def test_a_word_stretched_back_over_a_pause_starts_at_its_onset(
+    recording: synthetic.LongForm, speech: SpeechMap, late_onsets: bool
+) -> None:
+    """Seen under noise (three utterances of the 10-minute recording): a first word that
+    does not open a segment ("exhibition for Queen of Cloves") starts in the previous
+    word's speech and stretches over the whole pause to just past its own onset. It
+    starts at that onset; with ``late_onsets`` off it stays."""
+    last, onset = _pair_with_a_pause(recording, speech)
+    timer = WordTimer(speech, speech.chunks(2000, 400), late_onsets=late_onsets)
+    segment = _segment(
+        [
+            (last - 0.6, last - 0.25, " exhibition"),
+            (last - 0.25, onset + 0.3, " for"),  # starts in the previous word's speech
+            (onset + 0.3, onset + 0.6, " Queen"),
+        ]
+    )
+    settled = timer.settle(segment)
+    assert [w.word for w in settled.words] == [" exhibition", " for", " Queen"]
+    assert settled.words[0] == segment.words[0] and settled.words[2] == segment.words[2]
+    moved = settled.words[1]
+    assert moved.end == segment.words[1].end
+    if not late_onsets:
+        assert moved == segment.words[1]
+        return
+    assert abs(moved.start - onset) < 0.1, (moved, onset)
+    assert moved.start <= moved.end - 0.1
+    assert timer.moved == 1
+
+
+def test_a_sentence_end_stretched_over_a_pause_keeps_its_start(
+    recording: synthetic.LongForm, speech: SpeechMap
+) -> None:
+    """A word that ends a sentence and runs on over the pause is the previous
+    utterance's last word (its end ran on, not its start back): it stays."""
+    last, onset = _pair_with_a_pause(recording, speech)
+    timer = WordTimer(speech, speech.chunks(2000, 400))
+    segment = _segment(
+        [(last - 0.6, last - 0.25, " in"), (last - 0.25, onset + 0.3, " exhibition.")]
+    )
+    assert timer.settle(segment).words == segment.words
