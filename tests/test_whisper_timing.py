@@ -266,3 +266,50 @@ def test_a_sentence_end_stretched_over_a_pause_keeps_its_start(
         [(last - 0.6, last - 0.25, " in"), (last - 0.25, onset + 0.3, " exhibition.")]
     )
     assert timer.settle(segment).words == segment.words
+
+
+@pytest.mark.parametrize(
+    ("text", "carry_inside", "moves"),
+    [(" the", True, True), (" the", False, False), (" country,", True, False)],
+)
+def test_a_word_inside_a_segment_straddling_a_join_goes_back(
+    recording: synthetic.LongForm,
+    speech: SpeechMap,
+    text: str,
+    carry_inside: bool,
+    moves: bool,
+) -> None:
+    """On the music recording Whisper ran utterances into one segment ("one two three
+    the birch canoe"): the next utterance's first word, pulled early across a join of two
+    chunks, ends past its chunk's end and is mapped by its middle into the previous
+    utterance's tail, seconds early. Inside a segment it goes back too; a word that ends
+    a clause is the previous utterance's last word, run on, and stays."""
+    chunks = speech.chunks(2000, 400)
+    spans = [(c["start"] / 16_000, c["end"] / 16_000) for c in chunks]
+    k, after = next(
+        (k, p)
+        for k in range(len(spans) - 1)
+        for p in recording.placements
+        if spans[k + 1][0] <= p.speech_start < spans[k + 1][0] + 1.0
+    )
+    tail = spans[k][1] - 0.4  # the previous utterance's speech stops here (0.4 s pad)
+    onset = speech.speech_from(*spans[k + 1])
+    assert onset is not None and abs(onset - after.speech_start) < 0.5
+    timer = WordTimer(speech, chunks, carry_inside=carry_inside)
+    segment = _segment(
+        [
+            (tail - 0.9, tail - 0.1, " three"),
+            (tail - 0.1, spans[k][1] + 0.2, text),  # its end in the cut-out pause
+            (onset + 0.35, onset + 0.6, " birch"),
+        ]
+    )
+    settled = timer.settle(segment)
+    assert [w.word for w in settled.words] == [" three", text, " birch"]
+    assert settled.words[0] == segment.words[0]
+    assert settled.words[2].end == segment.words[2].end
+    if not moves:
+        assert settled.words[1:] == segment.words[1:]
+        return
+    assert after.speech_start - segment.words[1].start > 1.0  # seconds early as decoded
+    assert abs(settled.words[1].start - onset) < 0.1, (settled.words[1], onset)
+    assert settled.words[1].end <= settled.words[2].start

@@ -45,6 +45,7 @@ SAMPLE_RATE = 16_000
 WINDOW = 512
 """Samples per Silero frame (32 ms at 16 kHz), as faster-whisper runs it."""
 SENTENCE_ENDS = (".", "?", "!")
+CLAUSE_ENDS = (*SENTENCE_ENDS, ",", ";", ":")
 MIN_WORD_S = 0.1
 """A word moved out of non-speech keeps at least this long (stable-ts's default)."""
 MIN_PAUSE_S = 0.3
@@ -163,10 +164,16 @@ class WordTimer:
     segment in time order, on the recording's timeline."""
 
     def __init__(
-        self, speech: SpeechMap, chunks: list[dict[str, int]], *, late_onsets: bool = True
+        self,
+        speech: SpeechMap,
+        chunks: list[dict[str, int]],
+        *,
+        late_onsets: bool = True,
+        carry_inside: bool = True,
     ) -> None:
         self.speech = speech
         self.late_onsets = late_onsets
+        self.carry_inside = carry_inside
         self._ends = [c["end"] / SAMPLE_RATE for c in chunks]
         cut, previous = 0, 0
         self._cut_before = []
@@ -210,15 +217,13 @@ class WordTimer:
             ):
                 # Still before its speech: it and the next word share the time from
                 # where that speech begins to the next word's end.
-                onset = self.speech.next_onset(first.end, after.end)
-                room = after.end - (onset or after.end)
-                if onset is not None and room >= 2 * MIN_WORD_S:
-                    mine = first.end - first.start
-                    share = mine / (mine + after.end - after.start) * room
-                    cut = round(onset + min(max(share, MIN_WORD_S), room - MIN_WORD_S), 3)
-                    words[0] = first = dataclasses.replace(first, start=round(onset, 3), end=cut)
-                    words[1] = dataclasses.replace(after, start=max(after.start, cut))
+                shared = self._share(first, after)
+                if shared is not None:
+                    (words[0], words[1]), first = shared, shared[0]
                     self.moved += 1
+        if self.carry_inside and self._ends:
+            for k in range(1, len(words) - 1):
+                words[k : k + 2] = self._back_to_its_chunk(words[k - 1], *words[k : k + 2])
         for k, word in enumerate(words):
             if word.end - word.start <= MIN_WORD_S:
                 continue
@@ -236,6 +241,47 @@ class WordTimer:
                 self.moved += 1
         self._last_end = words[-1].end
         return dataclasses.replace(segment, start=words[0].start, end=words[-1].end, words=words)
+
+    def _back_to_its_chunk(self, previous: Any, word: Any, after: Any) -> list[Any]:
+        """A word inside a segment that straddled a join of two chunks as decoded (its
+        end lies past its chunk's end, in the cut-out pause) with the next word in a
+        later chunk and no onset of its own: the next utterance's first word pulled
+        early across the join and mapped by its middle. It moves by the cut-out pause
+        (then, starting in non-speech, to where its speech begins). A word that ends a
+        clause keeps its place (the previous utterance's last word, run on)."""
+        here, there = self._chunk(word.start, word.end), self._chunk(after.start, after.end)
+        if (
+            there <= here
+            or word.end <= self._ends[here]
+            or word.word.strip().endswith(CLAUSE_ENDS)
+            or self.speech.onset_in(previous.end, word.end)
+        ):
+            return [word, after]
+        shift = self._cut_before[there] - self._cut_before[here]
+        end = round(min(word.end + shift, after.start), 3)
+        start = round(min(word.start + shift, end - MIN_WORD_S), 3)
+        self.moved += 1
+        word = dataclasses.replace(word, start=start, end=end)
+        if self.speech.speech_from(start, end) is None:
+            # Wholly before its speech still: as a segment's first word, it shares.
+            return list(self._share(word, after) or (word, after))
+        return [word, after]
+
+    def _share(self, first: Any, after: Any) -> tuple[Any, Any] | None:
+        """``first``, which ends before its speech begins, and the next word ``after``
+        sharing the time from that onset to ``after``'s end in proportion to their
+        aligned lengths; None when there is no room for both."""
+        onset = self.speech.next_onset(first.end, after.end)
+        room = after.end - (onset or after.end)
+        if onset is None or room < 2 * MIN_WORD_S:
+            return None
+        mine = first.end - first.start
+        share = mine / (mine + after.end - after.start) * room
+        cut = round(onset + min(max(share, MIN_WORD_S), room - MIN_WORD_S), 3)
+        return (
+            dataclasses.replace(first, start=round(onset, 3), end=cut),
+            dataclasses.replace(after, start=max(after.start, cut)),
+        )
 
     def _from_late_onset(self, word: Any, before: float) -> Any:
         """``word``, which starts in speech, moved to the last onset after a pause inside
