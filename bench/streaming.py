@@ -160,11 +160,17 @@ _OFFLINE: dict[tuple[str, int], list[str]] = {}
 
 
 def measure_engine(
-    engine: str, quick: bool, max_n: int, short_context: bool | None = None
+    engine: str,
+    quick: bool,
+    max_n: int,
+    short_context: bool | None = None,
+    early_passes: bool | None = None,
 ) -> dict[str, Any]:
     settings = Settings(engines=[engine], default_engine=engine)
     if short_context is not None:
         settings.whisper.stream_short_context = short_context
+    if early_passes is not None:
+        settings.whisper.stream_early_passes = early_passes
     # A path that falls behind is measured, not stopped: its backlog is in max_backlog_s.
     settings.streaming.max_backlog_s = 600.0
     conf = settings.engine_settings(engine)
