@@ -11,7 +11,8 @@ A place is released only when its worker thread really finishes, so a request th
 timed out (504) keeps counting until the engine lets go of it: workers are never
 silently lost. Cancellation is passed to engines with a
 :class:`~stts.engines.base.CancelToken` they check between segments; a job cancelled
-while still queued never runs.
+while still queued never runs. Live streams are admitted on the slot too; how many may
+be open and which instance holds each is :mod:`stts.stream_homes`.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from stts.errors import (
 )
 from stts.logs import record_timing
 from stts.memory import release_free_memory
+from stts.stream_homes import StreamHomes
 from stts.transcript import Transcript
 
 logger = logging.getLogger(__name__)
@@ -80,10 +82,6 @@ def _mark(point: concurrent.futures.Future[None]) -> None:
 
 SHUTDOWN_RETRY_AFTER_S = 5
 """Retry-After of a ShuttingDown answer: about what a restart or a failover takes."""
-
-
-STREAM_RETRY_AFTER_S = 5
-"""Retry-After when an engine has all the live streams it may have open."""
 
 
 def shutting_down(message: str = "the server is shutting down") -> ShuttingDown:
@@ -165,12 +163,8 @@ class EngineSlot:
         self.unloads = 0
         self.last_used = time.monotonic()
         self._in_flight = 0
-        self.max_streams = conf.max_streams
-        self.open_streams = 0
-        self.streams = 0  # streams opened, for reporting
-        self._homes: dict[int, int] = {}  # id(instance) -> its open streams
-        self._stream_home: dict[int, int] = {}  # id(engine stream) -> id(its instance)
         self._admit_lock = threading.Lock()
+        self.stream_homes = StreamHomes(self.name, conf.max_streams, self._admit_lock)
         self._load_lock = threading.Lock()
         self._instances: queue.SimpleQueue[Engine] = queue.SimpleQueue()
         self._all_instances: list[Engine] = []
@@ -184,6 +178,16 @@ class EngineSlot:
     def in_flight(self) -> int:
         """Requests admitted and not finished (running or queued)."""
         return self._in_flight
+
+    @property
+    def open_streams(self) -> int:
+        """Live streams admitted and not ended."""
+        return self.stream_homes.open
+
+    @property
+    def max_streams(self) -> int:
+        """Live streams this slot may have open at once."""
+        return self.stream_homes.max_streams
 
     def ensure_loaded(self) -> None:
         """Load the model once; later callers wait on the lock and reuse the result."""
@@ -318,68 +322,31 @@ class EngineSlot:
         self, options: TranscribeOptions
     ) -> concurrent.futures.Future[EngineStream]:
         """Open a live stream (its place reserved by the caller) on the instance that
-        holds the fewest.
-
-        A stream stays on the instance that opened it (its decoder, or the child process
-        that holds it) while its steps run on whichever worker is free. Left to the order
-        of the free-instance queue, the streams of a 2-worker PocketSphinx landed in one
-        child, one core, as often as not. ``open_stream`` keeps nothing on the instance
-        (the engine contract), so it may run on one another worker has checked out.
-        """
+        holds the fewest (:class:`~stts.stream_homes.StreamHomes`)."""
 
         def job(engine: Engine) -> EngineStream:
-            home = engine
-            if self._shared is None:
-                with self._admit_lock:
-                    home = min(self._all_instances, key=lambda i: self._homes.get(id(i), 0))
-                    self._homes[id(home)] = self._homes.get(id(home), 0) + 1
-            try:
-                stream = home.open_stream(options)
-            except BaseException:
-                self._leave_home(id(home))
-                raise
-            if self._shared is None:
-                with self._admit_lock:
-                    self._stream_home[id(stream)] = id(home)
-            return stream
+            instances = None if self._shared is not None else self._all_instances
+            return self.stream_homes.open_on(engine, instances, options)
 
         return self.submit_step(job, CancelToken())
 
     def stream_closed(self, stream: EngineStream) -> None:
         """An engine stream opened by :meth:`submit_open_stream` was closed."""
-        with self._admit_lock:
-            home = self._stream_home.pop(id(stream), None)
-        if home is not None:
-            self._leave_home(home)
-
-    def _leave_home(self, home: int) -> None:
-        with self._admit_lock:
-            left = self._homes.get(home, 0) - 1
-            if left > 0:
-                self._homes[home] = left
-            else:
-                self._homes.pop(home, None)
+        self.stream_homes.closed(stream)
 
     def reserve_stream(self) -> None:
         """Count one more open live stream, or raise Overloaded at once (``max_streams``)."""
         with self._admit_lock:
-            full = self.open_streams >= self.max_streams
-            if full:
+            admitted = self.stream_homes.admit()
+            if not admitted:
                 self.rejected += 1
-            else:
-                self.open_streams += 1
-                self.streams += 1
-        if full:
-            raise Overloaded(
-                f"engine {self.name!r} has {self.max_streams} live streams open, its limit; "
-                "retry later",
-                retry_after=STREAM_RETRY_AFTER_S,
-            )
+        if not admitted:
+            raise self.stream_homes.refusal()
 
     def release_stream(self) -> None:
         """A live stream ended."""
         with self._admit_lock:
-            self.open_streams -= 1
+            self.stream_homes.count_out()
             self.last_used = time.monotonic()
 
     def _release(self, elapsed: float) -> None:
@@ -435,8 +402,7 @@ class EngineSlot:
                 instances, self._all_instances = self._all_instances, []
                 self._instances = queue.SimpleQueue()
                 self._shared = None
-                self._homes.clear()  # (no stream is open: each was counted out, or is stuck)
-                self._stream_home.clear()
+                self.stream_homes.clear()
                 self.state = "unloaded"
                 self.unloads += 1
             finally:
