@@ -23,12 +23,13 @@ from stts.audio import SAMPLE_RATE, AudioArray, decode_audio
 from stts.config import Settings
 from stts.engines.base import CancelToken, TranscribeOptions
 from stts.engines.pocketsphinx import PocketSphinxEngine
-from stts.engines.streaming import EngineStream, StreamUpdate
+from stts.engines.streaming import EngineStream, LocalAgreement, StreamUpdate
 from stts.engines.whisper import WhisperEngine
 from stts.engines.whisper_short import (
     ShortContextDecoder,
     ShortDecode,
     loop_start,
+    squeezed_tail,
     unheard_speech_s,
 )
 from stts.engines.whisper_stream import WhisperStream
@@ -565,3 +566,119 @@ def test_a_short_pass_that_loops_is_decoded_again_on_8_s_first(
     assert final.fell_back == "looping" and contexts == [400, 800]
     text = "".join(w.word for w in final.words)
     assert word_error_rate([_reference(name)], [text]) < 0.2, text
+
+
+# -- Whisper streams: passes that stop short or write on past the audio ---------------
+
+
+def test_text_written_after_the_audio_ends_is_cut() -> None:
+    """Whisper wrote "… modern, in being comparatively modern," on a clip that ends after
+    the first "modern": the alignment squeezes the copy into nothing at the end."""
+    said = _words("in being comparatively modern")
+    end = said[-1].end
+    copy = [Word(end, end, w.word, 0.5) for w in said]
+    assert squeezed_tail(said + copy) == 4
+    assert squeezed_tail(said + copy + copy) == 4  # written three times: two copies cut
+    # A variant of the last phrase (or anything) as 3+ words squeezed at the end.
+    variant = [Word(end, end, w, 0.5) for w in (" Comparatively", " modern", " indeed.")]
+    assert squeezed_tail(said + variant) == 4
+    # A phrase said twice has audio under both copies; one or two short words may be
+    # the end of the audio cut mid-word.
+    assert squeezed_tail(_words("by a similar process by a similar process")) is None
+    assert squeezed_tail(said + [Word(end, end, " and", 0.5), Word(end, end, " so", 0.5)]) is None
+    assert squeezed_tail(said) is None
+
+
+def test_the_committed_end_is_found_again_after_words_written_over_no_audio() -> None:
+    """The last pass began with "a similar process" squeezed into the buffer's start, then
+    read the committed "by a" again: only what follows the committed end is new."""
+    agreement = LocalAgreement()
+    said = [
+        Word(7.14, 7.48, " Netherlands", 0.9),
+        Word(7.48, 7.9, " by", 0.9),
+        Word(7.9, 8.46, " a", 0.9),
+    ]
+    agreement.insert(said)
+    agreement.insert(said + [Word(8.46, 8.7, " similar", 0.9)])
+    assert "".join(w.word for w in agreement.committed) == "Netherlands by a"
+    last = [
+        Word(8.3, 8.36, " a", 0.9),
+        Word(8.36, 8.36, " similar", 0.9),
+        Word(8.36, 8.36, " process", 0.9),
+        Word(8.36, 8.36, " by", 0.9),
+        Word(8.36, 8.46, " a", 0.9),
+        Word(8.46, 8.72, " similar", 0.9),
+        Word(8.72, 8.96, " process.", 0.9),
+    ]
+    assert agreement.flush(last).text == " similar process."
+    # The same words later in time are speech, not the overlap.
+    agreement = LocalAgreement()
+    agreement.flush(said)
+    later = [Word(8.6, 8.9, " and", 0.9), Word(9.0, 9.2, " by", 0.9), Word(9.2, 9.4, " a", 0.9)]
+    assert agreement.flush(later).text == " and by a"
+
+
+def _fault_injected_stream(monkeypatch: pytest.MonkeyPatch, hypotheses: list[list[Word]]) -> Any:
+    """FAULT-INJECTION decode (no model): a short-context Whisper stream whose passes
+    return the given hypotheses in turn (stream time)."""
+    from stts.engines import whisper_stream
+
+    stream = whisper_stream.WhisperStream(
+        None,
+        EN,
+        model_name="m",
+        multilingual=False,
+        beam_size=1,
+        min_chunk_s=1.3,
+        short_context=False,
+        early_passes=False,
+    )
+    stream._short = object()  # short-context cadence; _decode is faked
+    queue = iter(hypotheses)
+    monkeypatch.setattr(stream, "_decode", lambda final: next(queue))
+    return stream
+
+
+def test_an_interim_pass_that_stops_short_of_its_audio_confirms_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Passes over 1.3 and 2.6 s of speech both wrote only "J J" for its first 0.7 s
+    (8 kHz LDC93S1 on a short context): they agree, but the second left over a second
+    of speech unheard, so it confirms nothing; passes that cover the audio do."""
+    speech = _audio("deepspeech__LDC93S1.wav")  # 2.9 s of speech, end to end
+    audio = np.concatenate([speech, np.zeros(int(5.2 * SAMPLE_RATE) - len(speech), np.float32)])
+    jj = [Word(0.0, 0.3, " J", 0.5), Word(0.3, 0.68, " J", 0.5)]
+    whole = _words("she had your dark suit in greasy wash water all year", step=0.25)
+    stream = _fault_injected_stream(monkeypatch, [jj, jj, whole, whole])
+    committed: list[Word] = []
+    for start in range(0, 3 * SAMPLE_RATE, PIECE):
+        committed += stream.accept(audio[start : start + PIECE]).committed
+    assert committed == [] and stream.stopped_short == 1
+    assert stream.agreement.previous == jj  # still shown as tentative
+    for start in range(3 * SAMPLE_RATE, len(audio), PIECE):
+        committed += stream.accept(audio[start : start + PIECE]).committed
+    assert "".join(w.word for w in committed) == "".join(w.word for w in whole).lstrip()
+
+
+def test_the_buffer_is_cut_in_a_pause_not_at_a_word_s_last_sound() -> None:
+    """Cut at a committed word's end, the next pass heard that word's last sound as a
+    word ("represented it in"). The buffer is cut in the last pause between committed
+    words, else before the last committed word (which the next pass reads again)."""
+    stream = WhisperStream(
+        None, EN, model_name="m", multilingual=False, beam_size=1, short_context=False
+    )
+    stream.buffer = np.zeros(8 * SAMPLE_RATE, np.float32)
+    stream.trim = 0  # cut at every pass
+    agreement = stream.agreement
+    agreement.committed = [
+        Word(5.0, 5.4, " arts", 0.9),
+        Word(5.7, 6.0, " and", 0.9),
+        Word(6.0, 6.4, " crafts", 0.9),
+        Word(6.4, 7.1, " represented", 0.9),
+    ]
+    agreement.previous = [Word(7.1, 7.3, " in", 0.9)]
+    assert stream._cut_point() == pytest.approx(5.55)  # the pause after "arts"
+    agreement.committed[1] = Word(5.4, 6.0, " and", 0.9)  # no pause: before the last word
+    assert stream._cut_point() == 6.4
+    stream._trim()
+    assert stream.offset == pytest.approx(6.4) and len(stream.buffer) == int(1.6 * SAMPLE_RATE)

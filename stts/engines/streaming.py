@@ -156,9 +156,26 @@ class LocalAgreement:
         # the words themselves (up to 5 committed words repeated at the start).
         fresh = [w for w in hypothesis if w.end > end - 0.5]
         tail = [normalise(w.word) for w in self.committed[-5:]]
-        for n in range(min(len(tail), len(fresh)), 0, -1):
-            if tail[-n:] == [normalise(w.word) for w in fresh[:n]]:
-                return fresh[n:]
+        words = [normalise(w.word) for w in fresh]
+        drop = 0
+        for n in range(min(len(tail), len(words)), 0, -1):
+            if tail[-n:] == words[:n]:
+                drop = n
+                break
+        # The committed end read again after a few other words: the pass began with words
+        # it wrote over no audio (squeezed to nothing at the buffer start), then re-read
+        # "by a". Two or more words that end by the committed end are that overlap.
+        for start in range(1, min(len(words), 8)):
+            for n in range(min(len(tail), len(words) - start), 1, -1):
+                if (
+                    start + n > drop
+                    and tail[-n:] == words[start : start + n]
+                    and fresh[start + n - 1].end <= end + 0.5
+                ):
+                    drop = start + n
+                    break
+        if drop:
+            return fresh[drop:]
         return [w for w in fresh if w.start >= end - 0.2]
 
     def _commit(self, words: list[Word]) -> list[Word]:
@@ -172,10 +189,15 @@ class LocalAgreement:
         self.committed += kept
         return kept
 
-    def insert(self, hypothesis: list[Word]) -> StreamUpdate:
-        """A new hypothesis of the unconfirmed audio; commit what it confirms."""
+    def insert(self, hypothesis: list[Word], *, commit: bool = True) -> StreamUpdate:
+        """A new hypothesis of the unconfirmed audio; commit what it confirms.
+
+        ``commit`` off: the hypothesis is only shown (tentative) and kept to be compared
+        with the next one; it confirms nothing (a pass that stopped short of the speech
+        it was given).
+        """
         fresh = self._fresh(hypothesis)
-        agreed = common_prefix(self.previous, fresh)
+        agreed = common_prefix(self.previous, fresh) if commit else 0
         newly = self._commit(fresh[:agreed])
         self.previous = fresh[agreed:]
         return StreamUpdate(tuple(newly), "".join(w.word for w in self.previous).strip())

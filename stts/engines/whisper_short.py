@@ -93,6 +93,41 @@ def loop_start(words: list[Word], times: int = 3, longest: int = 8) -> int | Non
     return repeat_start(text, times, 2, longest)
 
 
+SQUEEZED_S = 0.02
+"""A word the alignment gives no more time than this has no audio of its own."""
+
+
+def squeezed_tail(words: list[Word], longest: int = 8) -> int | None:
+    """Where a pass's words end with text that has no audio under it, or None.
+
+    Whisper sometimes writes on after the audio ends: the last phrase once more ("… by
+    a similar process by a similar process.") or a variant of it; the alignment
+    squeezes those words into nothing at the end. Cut are: a trailing copy of the
+    phrase before it (2+ words) whose words, all but one, last no time (a phrase said
+    twice has audio under both copies), and a trailing run of 3+ words that all last
+    no time.
+    """
+    text = ["".join(c for c in w.word.lower() if c.isalnum()) for w in words]
+    end = len(words)
+    cut = True
+    while cut:  # a phrase written three times has two copies squeezed
+        cut = False
+        for n in range(2, min(longest, end // 2) + 1):
+            copy = words[end - n : end]
+            if text[end - n : end] == text[end - 2 * n : end - n] and (
+                sum(w.end - w.start <= SQUEEZED_S for w in copy) >= n - 1
+            ):
+                end -= n
+                cut = True
+                break
+    run = end
+    while run > 0 and words[run - 1].end - words[run - 1].start <= SQUEEZED_S:
+        run -= 1
+    if end - run >= 3:
+        end = run
+    return end if end < len(words) else None
+
+
 def _frame_db(audio: np.ndarray) -> np.ndarray:
     """Energy of each whole 25 ms frame in dB (DC removed)."""
     power = frame_power(audio[: len(audio) // 400 * 400])
@@ -307,4 +342,5 @@ class ShortContextDecoder:
             for t in timings
             if t["word"]
         ]
-        return ShortDecode(words, language, frames), looping
+        squeezed = squeezed_tail(words)
+        return ShortDecode(words[:squeezed], language, frames), looping

@@ -27,7 +27,7 @@ import numpy as np
 from stts.audio import SAMPLE_RATE, is_silent
 from stts.engines.base import TranscribeOptions
 from stts.engines.streaming import EngineStream, LocalAgreement, StreamUpdate
-from stts.engines.whisper_short import ShortContextDecoder
+from stts.engines.whisper_short import ShortContextDecoder, unheard_speech_s
 from stts.transcript import Transcript, Word
 
 if TYPE_CHECKING:
@@ -40,6 +40,16 @@ PROMPT_CHARS = 200
 HEARD_NOTHING_KEEP_S = 1.5
 """After a pass that heard no words, the buffer keeps this much of its end (a word may
 be starting there)."""
+
+
+CUT_SEARCH_WORDS = 6
+"""How far back (in committed words) a pause to cut the buffer in is looked for."""
+CUT_PAUSE_S = 0.1
+"""A gap between two words this long is a pause the buffer may be cut in."""
+
+STOPPED_SHORT_S = 1.0
+"""An interim pass whose words leave this much loud audio uncovered before the buffer
+end stopped short ("J J" for a whole sentence): it is shown, and confirms nothing."""
 
 
 class WhisperStream(EngineStream):
@@ -87,6 +97,8 @@ class WhisperStream(EngineStream):
         self.unseen = 0  # samples accepted since the last pass
         self.passes = 0
         self.fallbacks = 0  # short passes decoded again on a longer context, or loop-cut
+        self.stopped_short = 0  # interim passes that confirmed nothing (STOPPED_SHORT_S)
+        self.heard_nothing = False  # the last pass heard no words
 
     @property
     def short_context(self) -> bool:
@@ -160,10 +172,28 @@ class WhisperStream(EngineStream):
             for w in result.words
         ]
 
+    def _cut_point(self) -> float:
+        """Where the buffer may be cut: in the last pause between committed words (of the
+        last ``CUT_SEARCH_WORDS``), else before the last committed word.
+
+        Cut at a word's end, the buffer may begin with that word's last sound, which the
+        next pass writes as a word of its own ("represented it in"); a cut in a pause
+        leaves none, and a committed word kept in the buffer is matched and dropped.
+        """
+        committed = self.agreement.committed
+        following = committed[1:] + self.agreement.previous[:1]
+        candidates = list(zip(committed, following, strict=False))[-CUT_SEARCH_WORDS:]
+        for word, after in reversed(candidates):
+            if word.end <= self.offset:
+                break
+            if after.start - word.end >= CUT_PAUSE_S:
+                return word.end + (after.start - word.end) / 2
+        return committed[-2].end if len(committed) >= 2 else self.offset
+
     def _trim(self) -> None:
         if len(self.buffer) <= self.trim:
             return
-        cut_at = self.agreement.committed_end
+        cut_at = self._cut_point()
         if len(self.buffer) > self.max_buffer and cut_at <= self.offset:
             # Nothing confirmed in a whole window (noise, or words that keep changing):
             # take the last hypothesis as it is rather than let the buffer grow.
@@ -174,15 +204,34 @@ class WhisperStream(EngineStream):
             self.buffer = self.buffer[drop:].copy()
             self.offset += drop / SAMPLE_RATE
 
+    def _due(self) -> int:
+        """How much new audio the next pass waits for.
+
+        After a pass that heard nothing, and with ``early_passes`` until the first words
+        are committed, half of ``min_chunk``: the first words show sooner after speech
+        begins. Only on short contexts, where a pass on a short buffer is cheap (a window
+        pass costs a 30 s encoder whatever it holds). Passes half a second apart first
+        measured 2 WER points worse, from agreements on passes that had heard a fraction
+        of their audio ("J J" for a whole sentence) and text written after the audio's
+        end; with those two checked (``STOPPED_SHORT_S``, ``squeezed_tail``) they cost
+        none (README, Streaming engines).
+        """
+        if self._short is not None and (
+            self.heard_nothing or (self.early_passes and not self.agreement.committed)
+        ):
+            return self.min_chunk // 2
+        return self.min_chunk
+
     def accept(self, samples: AudioArray) -> StreamUpdate:
         """Buffer the audio; re-decode once enough of it is new."""
         self.buffer = np.concatenate([self.buffer, samples.astype(np.float32, copy=False)])
         self.total += len(samples)
         self.unseen += len(samples)
-        if self.unseen < self.min_chunk:
+        if self.unseen < self._due():
             return StreamUpdate((), " ".join(w.word.strip() for w in self.agreement.previous))
         self.unseen = 0
         hypothesis = self._decode(final=False)
+        self.heard_nothing = not hypothesis
         if not hypothesis and not self.agreement.previous:
             # Nothing heard: the buffer keeps only its last ``HEARD_NOTHING_KEEP_S``, so a
             # silent lead-in is not decoded again and again.
@@ -190,17 +239,11 @@ class WhisperStream(EngineStream):
             if len(self.buffer) > 2 * keep:
                 self.buffer = self.buffer[-keep:].copy()
                 self.offset = (self.total - keep) / SAMPLE_RATE
-        update = self.agreement.insert(hypothesis)
-        if self._short is not None and (
-            not hypothesis or (self.early_passes and not self.agreement.committed)
-        ):
-            # After a pass that heard nothing (and, with ``early_passes``, until the first
-            # words are committed) the next comes after half the audio: the first words
-            # show sooner after speech begins. Only on short contexts, where a pass on a
-            # short buffer is cheap (a window pass costs a 30 s encoder whatever it holds).
-            # Confirming words from passes half a second apart measured 2 WER points
-            # worse, so by default the second hypothesis waits a whole ``min_chunk``.
-            self.unseen = self.min_chunk // 2
+        stopped_short = bool(hypothesis) and (
+            unheard_speech_s(self.buffer, hypothesis[-1].end - self.offset) >= STOPPED_SHORT_S
+        )
+        self.stopped_short += stopped_short
+        update = self.agreement.insert(hypothesis, commit=not stopped_short)
         self._trim()
         return update
 
