@@ -407,6 +407,112 @@ class Report:
             self.words_json.write_text(json.dumps(self.words, separators=(",", ":")))
 
 
+def long_form_makers(minutes: float) -> dict[str, Callable[[], synthetic.LongForm]]:
+    """The long-form recordings by name, built on demand (the same every run)."""
+    items = [i for i in corpus() if i.duration < 30]
+    clips = [(decode_audio(i.path).samples, i.reference) for i in items]
+    return {
+        "clean": lambda: synthetic.long_form(clips, minutes * 60, seed=1),
+        "noise -35 dBFS": lambda: synthetic.long_form(
+            clips, minutes * 60, noise_dbfs=-35.0, seed=2
+        ),
+        "music 30 s": lambda: synthetic.long_form(clips, minutes * 60, music_s=30.0, seed=3),
+    }
+
+
+REPLAY_RULES = {
+    "session-8 rules": {"late_onsets": False, "carry_inside": False},
+    "+ late onsets": {"late_onsets": True, "carry_inside": False},
+    "+ carried inside a segment": {"late_onsets": True, "carry_inside": True},
+}
+
+
+def replay_word_times(stem: str, setup: str, out: str) -> None:
+    """``--replay``: the word-time rules (``WordTimer``) applied afresh to the words a
+    set-up with ``vad_word_times`` off recorded with ``--diagnose``, rule set by rule set;
+    first words scored against where ``stem``'s ``stts`` row expects them. Exact for
+    those transcripts (the rules move times only, after decoding); no decoding here."""
+    from faster_whisper.transcribe import Segment, Word
+
+    from stts.config import WhisperSettings
+    from stts.engines.whisper_timing import SpeechMap, WordTimer
+
+    cfg = WhisperSettings()
+    recorded = json.loads((RESULTS / f"{stem}-words.json").read_text())
+    results = json.loads((RESULTS / f"{stem}.json").read_text())
+    rows: list[list[object]] = []
+    data: list[dict[str, Any]] = []
+    for variant, make in long_form_makers(results["minutes"]).items():
+        spans = recorded.get(f"{variant} / {setup}")
+        if spans is None:
+            continue
+        recording = make()
+        speech = SpeechMap(recording.samples, cfg.vad_threshold)
+        chunks = speech.chunks(cfg.vad_min_silence_ms, cfg.vad_speech_pad_ms)
+        base = next(
+            r for r in results["long_form"] if r["variant"] == variant and r["setup"] == "stts"
+        )
+        expected = [row["expected"] for row in base["first_words"]]
+        segments: dict[int, list[Word]] = {}
+        for start, end, word, k in spans:
+            segments.setdefault(k, []).append(Word(start, end, word, 0.9))
+        for label, rules in REPLAY_RULES.items():
+            timer = WordTimer(speech, chunks, **rules)
+            words: list[tuple[float, str]] = []
+            for k in sorted(segments):
+                ws = segments[k]
+                segment = Segment(k, 0, ws[0].start, ws[-1].end, "", [], 0.0, 0.0, 0.0, ws, 0.0)
+                words += [(w.start, w.word) for w in timer.settle(segment).words]
+            score = synthetic.score_long_form(recording, words, normalize_text, starts=expected)
+            misses = [
+                (p.index, round(e, 2))
+                for p, e in zip(recording.placements, score.onset_errors, strict=True)
+                if 0.5 < e < float("inf")
+            ]
+            data.append(
+                {
+                    "variant": variant,
+                    "rules": label,
+                    "onsets_within_0_5": score.onsets_within(0.5),
+                    "heard_onsets_within_0_5": score.heard_onsets_within(0.5),
+                    "onset_median": float(np.median(score.onset_errors)),
+                    "words_moved": timer.moved,
+                    "misses": misses,
+                }
+            )
+            rows.append(
+                [
+                    variant,
+                    label,
+                    f"{score.onsets_within(0.5) * 100:.1f} %",
+                    f"{score.heard_onsets_within(0.5) * 100:.1f} %",
+                    f"{np.median(score.onset_errors):.3f} s",
+                    timer.moved,
+                    ", ".join(f"#{u} {e:.2f} s" for u, e in misses),
+                ]
+            )
+            print(rows[-1], flush=True)
+    table = markdown_table(
+        [
+            "recording",
+            "word-time rules",
+            "first words within 0.5 s",
+            "of heard",
+            "median error",
+            "words moved",
+            "misses > 0.5 s (utterance: |error|)",
+        ],
+        rows,
+    )
+    (RESULTS / f"{out}.md").write_text(
+        f"# Word-time rules replayed on `{stem}` / `{setup}`\n\n{machine()}\n\n"
+        f"{replay_word_times.__doc__}\n\n{table}\n"
+    )
+    (RESULTS / f"{out}.json").write_text(
+        json.dumps({"machine": machine(), "stem": stem, "setup": setup, "rows": data}, indent=1)
+    )
+
+
 def long_form_rows(
     setups: dict[str, Transcriber],
     minutes: float,
@@ -415,15 +521,7 @@ def long_form_rows(
     diagnose: bool = False,
 ) -> None:
     """Every long-form recording through every set-up, against per-file WER."""
-    items = [i for i in corpus() if i.duration < 30]
-    clips = [(decode_audio(i.path).samples, i.reference) for i in items]
-    makers = {
-        "clean": lambda: synthetic.long_form(clips, minutes * 60, seed=1),
-        "noise -35 dBFS": lambda: synthetic.long_form(
-            clips, minutes * 60, noise_dbfs=-35.0, seed=2
-        ),
-        "music 30 s": lambda: synthetic.long_form(clips, minutes * 60, music_s=30.0, seed=3),
-    }
+    makers = long_form_makers(minutes)
     report.data["long_form"] = []
     intro = []
     for variant in variants:
@@ -540,7 +638,19 @@ def main() -> None:
         default="",
         help="comma list of set-ups to run (stts, raw+vad, raw, and --variant names)",
     )
+    parser.add_argument(
+        "--replay",
+        default="",
+        metavar="STEM:SETUP",
+        help="no decoding: apply the word-time rules, rule set by rule set, to the words "
+        "SETUP (one with vad_word_times off) recorded in STEM-words.json (--diagnose); "
+        "writes --out",
+    )
     args = parser.parse_args()
+    if args.replay:
+        stem, _, setup = args.replay.partition(":")
+        replay_word_times(stem, setup, args.out)
+        return
     minutes = args.minutes or (2.0 if args.quick else 10.0)
     durations = [5.0, 30.0] if args.quick else [5.0, 30.0, 300.0]
     skip = set(filter(None, args.skip.split(",")))
