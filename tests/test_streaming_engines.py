@@ -515,6 +515,12 @@ def test_loud_audio_after_the_last_word_is_unheard_speech() -> None:
     assert unheard_speech_s(audio, len(audio) / 16_000) == 0.0
     padded = np.concatenate([audio, np.zeros(2 * 16_000, np.float32)])
     assert unheard_speech_s(padded, len(audio) / 16_000) == 0.0  # silence is not speech
+    # Steady background noise 10 dB under the speech is not speech either.
+    rms = float(np.sqrt(np.mean(audio**2)))
+    noise = np.random.default_rng(0).normal(0, rms / np.sqrt(10), len(padded))
+    noisy = (padded + noise).astype(np.float32)
+    assert unheard_speech_s(noisy, len(audio) / 16_000) < 0.5
+    assert unheard_speech_s(noisy, 1.2) > 0.5
 
 
 @pytest.mark.slow
@@ -578,14 +584,21 @@ def test_text_written_after_the_audio_ends_is_cut() -> None:
     end = said[-1].end
     copy = [Word(end, end, w.word, 0.5) for w in said]
     assert squeezed_tail(said + copy) == 4
-    assert squeezed_tail(said + copy + copy) == 4  # written three times: two copies cut
+    assert squeezed_tail(said + copy + copy) == 4  # written three times: two cut
+    respelt = [Word(end, end, " comparitively", 0.5), *copy[2:]]
+    assert squeezed_tail(said[1:] + respelt) == 3  # one word spelt anew (3+ words)
     # A variant of the last phrase (or anything) as 3+ words squeezed at the end.
     variant = [Word(end, end, w, 0.5) for w in (" Comparatively", " modern", " indeed.")]
     assert squeezed_tail(said + variant) == 4
     # A phrase said twice has audio under both copies; one or two short words may be
-    # the end of the audio cut mid-word.
-    assert squeezed_tail(_words("by a similar process by a similar process")) is None
-    assert squeezed_tail(said + [Word(end, end, " and", 0.5), Word(end, end, " so", 0.5)]) is None
+    # the end of the audio cut mid-word; and words of languages written without spaces
+    # are single characters, which the alignment may give no time in speech.
+    twice = _words("by a similar process by a similar process")
+    assert squeezed_tail(twice) is None
+    two = [Word(end, end, " and", 0.5), Word(end, end, " so", 0.5)]
+    assert squeezed_tail(said + two) is None
+    characters = [Word(end, end, c, 0.5) for c in "ったら、"]
+    assert squeezed_tail(said + characters, "ja") is None
     assert squeezed_tail(said) is None
 
 
@@ -611,11 +624,12 @@ def test_the_committed_end_is_found_again_after_words_written_over_no_audio() ->
         Word(8.72, 8.96, " process.", 0.9),
     ]
     assert agreement.flush(last).text == " similar process."
-    # The same words later in time are speech, not the overlap.
+    # The same words said again after the committed end are speech, not the overlap.
     agreement = LocalAgreement()
-    agreement.flush(said)
-    later = [Word(8.6, 8.9, " and", 0.9), Word(9.0, 9.2, " by", 0.9), Word(9.2, 9.4, " a", 0.9)]
-    assert agreement.flush(later).text == " and by a"
+    agreement.flush(_words("I saw the cat,"))  # ends at 1.15 s
+    again = [Word(1.0, 1.15, " cat,", 0.9)] + _words("the cat ran")
+    again[1:] = [Word(w.start + 1.2, w.end + 1.2, w.word, 0.9) for w in again[1:]]
+    assert agreement.flush(again).text == " the cat ran"
 
 
 def _fault_injected_stream(monkeypatch: pytest.MonkeyPatch, hypotheses: list[list[Word]]) -> Any:

@@ -164,12 +164,14 @@ class LocalAgreement:
                 break
         # The committed end read again after a few other words: the pass began with words
         # it wrote over no audio (squeezed to nothing at the buffer start), then re-read
-        # "by a". Two or more words that end by the committed end are that overlap.
+        # "by a". Two or more words that begin before the committed end (and end within
+        # half a second of it) are that overlap; "I saw the cat, | the cat ran" is not.
         for start in range(1, min(len(words), 8)):
             for n in range(min(len(tail), len(words) - start), 1, -1):
                 if (
                     start + n > drop
                     and tail[-n:] == words[start : start + n]
+                    and fresh[start].start < end
                     and fresh[start + n - 1].end <= end + 0.5
                 ):
                     drop = start + n

@@ -70,6 +70,8 @@ LOUD_DB = 12.0
 """A frame within this many dB of the buffer's loud frames (90th percentile) is speech."""
 MAX_WORDS_PER_S = 5.0
 """Fast speech is 3-4 words a second; more than this (plus 3) is a loop."""
+ABOVE_FLOOR_DB = 6.0
+"""...and at least this many dB above the quietest frames (10th percentile)."""
 UNHEARD_S = 0.5
 """Speech the words leave uncovered at the end for this long makes a pass ``cut_short``."""
 
@@ -95,18 +97,27 @@ def loop_start(words: list[Word], times: int = 3, longest: int = 8) -> int | Non
 
 SQUEEZED_S = 0.02
 """A word the alignment gives no more time than this has no audio of its own."""
+CHARACTER_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "yue"})
+"""Written without spaces: faster-whisper splits their words into characters."""
 
 
-def squeezed_tail(words: list[Word], longest: int = 8) -> int | None:
+def squeezed_tail(words: list[Word], language: str | None = None, longest: int = 8) -> int | None:
     """Where a pass's words end with text that has no audio under it, or None.
 
     Whisper sometimes writes on after the audio ends: the last phrase once more ("… by
     a similar process by a similar process.") or a variant of it; the alignment
-    squeezes those words into nothing at the end. Cut are: a trailing copy of the
-    phrase before it (2+ words) whose words, all but one, last no time (a phrase said
-    twice has audio under both copies), and a trailing run of 3+ words that all last
-    no time.
+    squeezes those words into nothing after the last word it could place. Cut are: a
+    trailing copy of the phrase before it (2+ words; from 3 words, one may be spelt
+    differently: "retrovialities" then "Retrivialities") whose words, all but one, last
+    no time (a phrase said twice has audio under both copies), and a trailing run of 3+
+    words that all last no time (one or two may be the audio cut mid-word; not for
+    languages written without spaces, whose words are single characters that may last
+    no time in speech).
     """
+
+    def squeezed(word: Word) -> bool:
+        return word.end - word.start <= SQUEEZED_S
+
     text = ["".join(c for c in w.word.lower() if c.isalnum()) for w in words]
     end = len(words)
     cut = True
@@ -114,17 +125,17 @@ def squeezed_tail(words: list[Word], longest: int = 8) -> int | None:
         cut = False
         for n in range(2, min(longest, end // 2) + 1):
             copy = words[end - n : end]
-            if text[end - n : end] == text[end - 2 * n : end - n] and (
-                sum(w.end - w.start <= SQUEEZED_S for w in copy) >= n - 1
-            ):
+            same = sum(a == b for a, b in zip(text[end - n : end], text[end - 2 * n : end - n]))
+            if same >= (n if n < 3 else n - 1) and sum(squeezed(w) for w in copy) >= n - 1:
                 end -= n
                 cut = True
                 break
-    run = end
-    while run > 0 and words[run - 1].end - words[run - 1].start <= SQUEEZED_S:
-        run -= 1
-    if end - run >= 3:
-        end = run
+    if language not in CHARACTER_LANGUAGES:
+        run = end
+        while run > 0 and squeezed(words[run - 1]):
+            run -= 1
+        if end - run >= 3:
+            end = run
     return end if end < len(words) else None
 
 
@@ -144,7 +155,11 @@ def unheard_speech_s(audio: np.ndarray, words_end: float) -> float:
     db = _frame_db(audio)
     if not len(db):
         return 0.0
-    loud = db >= float(np.percentile(db, 90)) - LOUD_DB
+    # Near the loud frames, and well above the quietest: steady background noise is
+    # loud next to speech at 10 dB SNR, but it is the floor, not speech.
+    loud = (db >= float(np.percentile(db, 90)) - LOUD_DB) & (
+        db >= float(np.percentile(db, 10)) + ABOVE_FLOOR_DB
+    )
     first = int((words_end + 0.2) / 0.025)
     return float(loud[first:].sum()) * 0.025
 
@@ -342,5 +357,5 @@ class ShortContextDecoder:
             for t in timings
             if t["word"]
         ]
-        squeezed = squeezed_tail(words)
+        squeezed = squeezed_tail(words, language)
         return ShortDecode(words[:squeezed], language, frames), looping
