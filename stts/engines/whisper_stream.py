@@ -5,17 +5,19 @@ buffer and, each time at least ``min_chunk_s`` of new audio has arrived, decodes
 buffer again with word timestamps. The longest prefix on which this hypothesis and the
 previous one agree is committed (:class:`~stts.engines.streaming.LocalAgreement`), the
 committed text that has left the buffer is the prompt of the next pass, and the buffer
-is cut at the end of committed words once it passes ``trim_s``, so it never grows
-without bound.
+is cut in a pause between committed words once it passes ``trim_s``, so it never grows
+without bound. A pass whose words leave a second or more of loud audio after them
+stopped short and confirms nothing.
 
 By default (``whisper.stream_short_context``) a pass runs the encoder on the buffer
-only (:mod:`~stts.engines.whisper_short`), every 1 s of new audio, with the buffer cut
-at 5 s: the cost of a pass follows the buffer. The 30 s-window path decodes every 2 s
-and cuts at 10 s.
+only (:mod:`~stts.engines.whisper_short`), every 1 s of new audio (every 0.5 s until
+the first commit, ``whisper.stream_early_passes``, and after a pass that heard
+nothing), with the buffer cut at 5 s: the cost of a pass follows the buffer. The 30
+s-window path decodes every 2 s and cuts at 10 s.
 
 Interim passes are cheap and deterministic: temperature 0 without fallback (a pass on a
 few hundred milliseconds with fallback took ~8 s in WhisperLiveKit's traces), no
-conditioning on Whisper's own previous text, and never on less than ``min_chunk_s``.
+conditioning on Whisper's own previous text, and never on less than a quarter second.
 """
 
 from __future__ import annotations
