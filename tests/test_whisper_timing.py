@@ -95,14 +95,14 @@ def test_a_word_started_in_the_pause_moves_to_its_speech(
     assert timer.moved == 1
 
 
-def test_a_first_word_carried_into_the_previous_chunk_goes_back(
+def _join_before_an_utterance(
     recording: synthetic.LongForm, speech: SpeechMap
-) -> None:
-    """faster-whisper maps a word by the chunk its middle falls in: a first word aligned
-    early across the join lands in the previous utterance's tail, seconds early."""
+) -> tuple[list[dict[str, int]], synthetic.Placement, float, float]:
+    """VAD chunks, and a join of two chunks with an utterance starting right after it:
+    that utterance's placement, where the previous utterance's speech stops, and the
+    onset Silero hears after the join."""
     chunks = speech.chunks(2000, 400)
     spans = [(c["start"] / 16_000, c["end"] / 16_000) for c in chunks]
-    # A join of two chunks with an utterance starting right after it.
     k, after = next(
         (k, p)
         for k in range(len(spans) - 1)
@@ -110,10 +110,19 @@ def test_a_first_word_carried_into_the_previous_chunk_goes_back(
         if spans[k + 1][0] <= p.speech_start < spans[k + 1][0] + 1.0
     )
     tail = spans[k][1] - 0.4  # where the previous utterance's speech stops (0.4 s pad)
-    timer = WordTimer(speech, chunks)
-    timer.settle(_segment([(tail - 0.9, tail - 0.3, " before")]))
     onset = speech.speech_from(*spans[k + 1])
     assert onset is not None and abs(onset - after.speech_start) < 0.5
+    return chunks, after, tail, onset
+
+
+def test_a_first_word_carried_into_the_previous_chunk_goes_back(
+    recording: synthetic.LongForm, speech: SpeechMap
+) -> None:
+    """faster-whisper maps a word by the chunk its middle falls in: a first word aligned
+    early across the join lands in the previous utterance's tail, seconds early."""
+    chunks, after, tail, onset = _join_before_an_utterance(recording, speech)
+    timer = WordTimer(speech, chunks)
+    timer.settle(_segment([(tail - 0.9, tail - 0.3, " before")]))
     carried = _segment([(tail - 0.3, tail + 0.3, " The"), (onset + 0.35, onset + 0.6, " birch")])
     settled = timer.settle(carried)
     assert after.speech_start - carried.words[0].start > 2.0  # seconds early as decoded
@@ -284,22 +293,12 @@ def test_a_word_inside_a_segment_straddling_a_join_goes_back(
     chunks, ends past its chunk's end and is mapped by its middle into the previous
     utterance's tail, seconds early. Inside a segment it goes back too; a word that ends
     a clause is the previous utterance's last word, run on, and stays."""
-    chunks = speech.chunks(2000, 400)
-    spans = [(c["start"] / 16_000, c["end"] / 16_000) for c in chunks]
-    k, after = next(
-        (k, p)
-        for k in range(len(spans) - 1)
-        for p in recording.placements
-        if spans[k + 1][0] <= p.speech_start < spans[k + 1][0] + 1.0
-    )
-    tail = spans[k][1] - 0.4  # the previous utterance's speech stops here (0.4 s pad)
-    onset = speech.speech_from(*spans[k + 1])
-    assert onset is not None and abs(onset - after.speech_start) < 0.5
+    chunks, after, tail, onset = _join_before_an_utterance(recording, speech)
     timer = WordTimer(speech, chunks, carry_inside=carry_inside)
     segment = _segment(
         [
             (tail - 0.9, tail - 0.1, " three"),
-            (tail - 0.1, spans[k][1] + 0.2, text),  # its end in the cut-out pause
+            (tail - 0.1, tail + 0.4 + 0.2, text),  # its end in the cut-out pause (chunk end + 0.2)
             (onset + 0.35, onset + 0.6, " birch"),
         ]
     )
