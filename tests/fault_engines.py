@@ -21,6 +21,7 @@ from stts.engines.base import (
     SegmentCallback,
     TranscribeOptions,
 )
+from stts.engines.whisper_stream import WhisperStream
 from stts.errors import EngineUnavailable
 from stts.transcript import Segment, Transcript
 
@@ -157,3 +158,20 @@ class FailsMidStreamEngine(FaultEngine):
         if on_segment is not None:
             on_segment(Segment(0, 0.0, 0.5, "partial words"))
         raise RuntimeError("injected failure after the first segment")
+
+
+def undecoded_whisper_stream(*, min_chunk_s: float, early_passes: bool) -> WhisperStream:
+    """A Whisper stream with no model, on the short-context cadence: the caller fakes its
+    ``_decode`` (FAULT-INJECTION of each pass's words)."""
+    stream = WhisperStream(
+        None,
+        TranscribeOptions(language="en"),
+        model_name="m",
+        multilingual=False,
+        beam_size=1,
+        min_chunk_s=min_chunk_s,
+        short_context=False,
+        early_passes=early_passes,
+    )
+    stream._short = object()  # type: ignore[assignment]  # the cadence; no decoder runs
+    return stream

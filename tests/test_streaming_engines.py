@@ -38,6 +38,7 @@ from stts.service import EngineManager
 from stts.streams import LiveStream
 from stts.transcript import Transcript, Word
 from tests.conftest import CORPUS_ITEMS, corpus_file, requires_corpus
+from tests.fault_engines import undecoded_whisper_stream
 
 pytestmark = [requires_corpus]
 
@@ -635,19 +636,7 @@ def test_the_committed_end_is_found_again_after_words_written_over_no_audio() ->
 def _fault_injected_stream(monkeypatch: pytest.MonkeyPatch, hypotheses: list[list[Word]]) -> Any:
     """FAULT-INJECTION decode (no model): a short-context Whisper stream whose passes
     return the given hypotheses in turn (stream time)."""
-    from stts.engines import whisper_stream
-
-    stream = whisper_stream.WhisperStream(
-        None,
-        EN,
-        model_name="m",
-        multilingual=False,
-        beam_size=1,
-        min_chunk_s=1.3,
-        short_context=False,
-        early_passes=False,
-    )
-    stream._short = object()  # short-context cadence; _decode is faked
+    stream = undecoded_whisper_stream(min_chunk_s=1.3, early_passes=False)
     queue = iter(hypotheses)
     monkeypatch.setattr(stream, "_decode", lambda final: next(queue))
     return stream

@@ -24,7 +24,7 @@ from stts.streams import LiveStream
 from stts.transcript import Transcript, Word
 from stts.vad import SileroVad, VadStream
 from tests.conftest import CORPUS_ITEMS, corpus_file, requires_corpus
-from tests.fault_engines import FaultEngine
+from tests.fault_engines import FaultEngine, undecoded_whisper_stream
 
 JFK = "openai-whisper__jfk.flac"
 
@@ -378,19 +378,7 @@ def test_whisper_passes_come_sooner_while_nothing_is_heard_and_silence_is_cut(
     commit) the next comes after half of ``min_chunk``, so the first words show sooner
     after speech begins; and after a pass that heard nothing a buffer of more than 3 s is
     cut to its last 1.5 s, so a silent lead-in is not decoded again and again."""
-    from stts.engines import whisper_stream
-
-    stream = whisper_stream.WhisperStream(
-        None,
-        TranscribeOptions(language="en"),
-        model_name="m",
-        multilingual=False,
-        beam_size=1,
-        min_chunk_s=1.0,
-        short_context=False,
-        early_passes=early,
-    )
-    stream._short = object()  # type: ignore[assignment]  # short-context cadence; _decode is faked
+    stream = undecoded_whisper_stream(min_chunk_s=1.0, early_passes=early)
     passes: list[tuple[float, float]] = []  # (stream time, buffer seconds) per pass
 
     def fault_injected_decode(final: bool) -> list[Word]:
