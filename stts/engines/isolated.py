@@ -7,8 +7,8 @@ keeps the accuracy but costs twice the CPU (issue 15). An :class:`EngineProcess`
 one engine instance in a child process of its own instead, so only that child waits.
 
 - **Start**: a ``forkserver`` child (a fresh interpreter forks it, never the server's
-  threads), running the fixed :func:`_serve` with no user input in its arguments. The
-  engine's model is loaded once per child, when it starts.
+  threads), running the fixed :func:`stts.engines.isolated_child.serve` with no user
+  input in its arguments. The engine's model is loaded once per child, when it starts.
 - **Calls**: one at a time. The options are pickled and the samples go as float32 bytes
   over the same pipe; the child's segments come back as they are ready, then its
   :class:`~stts.transcript.Transcript`.
@@ -33,32 +33,28 @@ one engine instance in a child process of its own instead, so only that child wa
   starts a fresh child.
 
 Engines use it from their own ``load``/``transcribe``/``open_stream``/``close`` (see
-:mod:`stts.engines.pocketsphinx`).
+:mod:`stts.engines.pocketsphinx`). This module is the parent's side; the child's, and the
+messages the two exchange, are in :mod:`stts.engines.isolated_child`.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import multiprocessing.connection
-import multiprocessing.forkserver
-import os
-import signal
 import sys
 import threading
 import time
-import traceback
 import weakref
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stts.engines.base import CancelToken, Engine, SegmentCallback, TranscribeOptions
+from stts.engines.base import CancelToken, SegmentCallback, TranscribeOptions
+from stts.engines.isolated_child import EngineFactory, serve
 from stts.engines.streaming import EngineStream, StreamUpdate
 from stts.errors import (
     Cancelled,
@@ -75,16 +71,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EngineFactory = Callable[["Settings", str], Engine]
-"""Builds the in-process engine a child runs; a module-level function (it is pickled by
-name), called with the settings and the model name."""
-
 START_TIMEOUT_S = 300.0
 """Longest a child may take to start and load its model."""
 STOP_GRACE_S = 2.0
 """How long :meth:`EngineProcess.close` waits for an idle child to stop by itself."""
 _POLL_S = 0.05  # how often a waiting call looks at its CancelToken
-_PR_SET_PDEATHSIG = 1
 
 _live: weakref.WeakSet[EngineProcess] = weakref.WeakSet()
 _live_lock = threading.Lock()
@@ -96,12 +87,12 @@ def _context() -> Any:
 
 def _preload(factory: EngineFactory, settings: Settings) -> list[str]:
     """What the fork server imports once, so that children fork with it imported: this
-    module, the engine's, the settings' (pydantic), and the main module, which
-    multiprocessing has every child import again (``stts serve``: the CLI, the app).
+    module and the child's, the engine's, the settings' (pydantic), and the main module,
+    which multiprocessing has every child import again (``stts serve``: the CLI, the app).
 
     So a script that uses an isolated engine needs the ``if __name__ == "__main__":``
     guard that multiprocessing asks of every program that starts processes."""
-    names = ["__main__", __name__, factory.__module__, type(settings).__module__]
+    names = ["__main__", __name__, serve.__module__, factory.__module__, type(settings).__module__]
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     name = getattr(spec, "name", None)
     if isinstance(name, str) and name != "__main__" and not name.endswith(".__main__"):
@@ -158,7 +149,7 @@ class EngineProcess:
         ctx.set_forkserver_preload(_preload(self.factory, self.settings))
         parent_end, child_end = ctx.Pipe(duplex=True)
         process = ctx.Process(
-            target=_serve,
+            target=serve,
             args=(child_end, self.factory, self.settings, self.model),
             name=f"stts-{self.name}",
             daemon=True,
@@ -430,110 +421,3 @@ def _kill_all() -> None:
         with contextlib.suppress(Exception):
             host._closed = True
             host._kill()
-
-
-# -- the child ----------------------------------------------------------------------------
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this process when its parent (the fork server) ends.
-
-    The fork server ends when no process holds its "alive" pipe any more. A child
-    inherits that pipe's write end (so that it could start processes of its own); this
-    one never does, and would otherwise keep the fork server, and so itself, alive
-    after the server died.
-    """
-    server = getattr(multiprocessing.forkserver, "_forkserver", None)
-    alive_fd = getattr(server, "_forkserver_alive_fd", None)
-    if isinstance(alive_fd, int):
-        with contextlib.suppress(OSError):
-            os.close(alive_fd)
-        server._forkserver_alive_fd = None  # type: ignore[union-attr]
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # it ended before the request reached the kernel
-        os._exit(1)
-
-
-def _serve(conn: Connection, factory: EngineFactory, settings: Settings, model: str) -> None:
-    """The child: load the engine once, then answer calls until told to stop or the
-    server's end of the pipe closes."""
-    _die_with_parent()
-    # Ctrl-C reaches the whole process group; the server decides when its children end.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    try:
-        engine = factory(settings, model)
-        engine.load()
-    except SttsError as exc:
-        conn.send(("unavailable", exc))
-        return
-    except BaseException:
-        conn.send(("failed", traceback.format_exc()))
-        return
-    conn.send(("ready", os.getpid()))
-
-    def send_segment(segment: Any) -> None:
-        conn.send(("segment", segment))
-
-    streams: dict[int, EngineStream] = {}
-    next_id = 0
-    while True:
-        try:
-            request = conn.recv()
-            if request is None:
-                break
-            kind = request[0]
-            samples = (
-                np.frombuffer(conn.recv_bytes(), dtype=np.float32)
-                if kind in ("transcribe", "accept")
-                else None
-            )
-        except (EOFError, OSError):  # the server is gone
-            break
-        try:
-            result: Any = None
-            if kind == "transcribe":
-                _, options, segments = request
-                result = engine.transcribe(
-                    samples,  # type: ignore[arg-type]  # read above for "transcribe"
-                    options,
-                    on_segment=send_segment if segments else None,
-                )
-            elif kind == "open":
-                next_id += 1
-                streams[next_id] = engine.open_stream(request[1])
-                result = next_id
-            elif kind == "close":
-                stream = streams.pop(request[1], None)
-                if stream is not None:
-                    stream.close()
-            else:
-                stream = streams.get(request[1])
-                if stream is None:
-                    raise Cancelled("the stream is closed")
-                if kind == "accept":
-                    result = stream.accept(samples)  # type: ignore[arg-type]  # read above
-                elif kind == "finish":
-                    result = stream.finish()
-                else:
-                    result = stream.transcript()
-            answer: tuple[str, Any] = ("done", result)
-        except SttsError as exc:
-            answer = ("error", exc)
-        except Exception:
-            answer = ("failed", traceback.format_exc())
-        del samples
-        try:
-            conn.send(answer)
-        except (OSError, ValueError):  # the server is gone
-            break
-    for stream in streams.values():
-        with contextlib.suppress(Exception):
-            stream.close()
-    with contextlib.suppress(Exception):
-        engine.close()
