@@ -143,6 +143,13 @@ class WhisperSettings(EngineSettings):
         "next to a word is that word's remnant and not re-decoded; longer speech is "
         "re-decoded less its part nearest the word (None: all such speech is left out)",
     )
+    repair_stretched_s: float | None = Field(
+        1.1,
+        gt=0,
+        description="gap repair: a segment with a word that holds this much Silero speech "
+        "(s) or more is decoded again on its own and replaced when that hears 3+ words "
+        "more (the decoder wrote other words over skipped speech; None: off)",
+    )
     stream_short_context: bool = Field(
         True,
         description="live streams: run the encoder on the buffered audio only, not on a "

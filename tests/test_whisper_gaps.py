@@ -83,6 +83,33 @@ class FaultInjectionSpreadingModel(FaultInjectionSkippingModel):
         return iter(kept), info
 
 
+class FaultInjectionOverwritingModel(FaultInjectionSkippingModel):
+    """FAULT INJECTION: as :class:`FaultInjectionSkippingModel`, and the skipped
+    utterance's span gets the next segment's first three words instead, the third
+    stretched over the rest of it, as the decoder wrote "The cat on" (the next
+    utterance's opening) over "These days a chicken leg is a rare dish" on the clean
+    10-minute bench recording ('on' 2.2 s long). Coverage ends 1 s into the stretched
+    word, so under ``repair_min_gap_s`` of the utterance is left uncovered."""
+
+    def transcribe(self, audio: Any, **kwargs: Any) -> tuple[Any, Any]:
+        first = self.calls == 0
+        segments, info = super().transcribe(audio, **kwargs)
+        if not first or not self.spans:
+            return segments, info
+        kept = list(segments)
+        lo, hi = self.spans[0][0], self.spans[-1][1]
+        after = next(s for s in kept if s.start >= hi)
+        w1, w2, w3 = after.words[:3]
+        words = [
+            dataclasses.replace(w1, start=lo, end=lo + 0.2),
+            dataclasses.replace(w2, start=lo + 0.2, end=lo + 1.0),
+            dataclasses.replace(w3, start=lo + 1.0, end=hi),
+        ]
+        text = "".join(w.word for w in words)
+        written = dataclasses.replace(after, start=lo, end=hi, text=text, words=words)
+        return iter(sorted([*kept, written], key=lambda s: s.start)), info
+
+
 @pytest.fixture(scope="module")
 def engines(cache_dir: Path) -> tuple[WhisperEngine, WhisperEngine]:
     """Whisper with gap repair on and off, over one loaded model."""
@@ -91,6 +118,13 @@ def engines(cache_dir: Path) -> tuple[WhisperEngine, WhisperEngine]:
     off = WhisperEngine(Settings(cache_dir=cache_dir, whisper={"repair_gaps": False}))
     off._model = on._model
     return on, off
+
+
+def _sharing(engine: WhisperEngine, **whisper: Any) -> WhisperEngine:
+    """Another engine over ``engine``'s loaded model, with other Whisper settings."""
+    other = WhisperEngine(Settings(cache_dir=engine.settings.cache_dir, whisper=whisper))
+    other._model = engine._model
+    return other
 
 
 def test_uncovered_speech_is_what_no_word_reached() -> None:
@@ -161,7 +195,8 @@ def test_repair_decodes_a_skipped_utterance_a_word_was_stretched_over(
     clips = [(decode_audio(corpus_file(name)).samples, references[name]) for name in FILES]
     recording = synthetic.long_form(clips, 60.0, noise_dbfs=-45.0, seed=14)
     said = sum("fellow" in p.reference.lower() for p in recording.placements)
-    engine = engines[0]
+    # Re-hearing a segment with a stretched word would mend it too: off, to test this rule.
+    engine = _sharing(engines[0], repair_stretched_s=None)
     assert engine.settings.whisper.repair_edge_remnant_s is not None
     real = engine._model
     faulty = FaultInjectionSpreadingModel(real, DROPPED)
@@ -179,3 +214,52 @@ def test_repair_decodes_a_skipped_utterance_a_word_was_stretched_over(
     assert score.lost_runs == (), result.text
     assert score.inserted_runs == (), result.text
     assert normalize_text(result.text).count("fellow") == said
+
+
+@pytest.mark.slow
+@requires_corpus
+def test_a_segment_written_over_skipped_speech_is_heard_again(
+    engines: tuple[WhisperEngine, WhisperEngine],
+) -> None:
+    """Words that cover an utterance in time but are not its words (the next
+    utterance's opening, one word stretched over the rest): coverage sees nothing to
+    repair, the stretched word makes the segment be decoded again on its own, and the
+    re-decode, with more words, replaces it. Off (``repair_stretched_s`` None) the
+    utterance stays lost under the three words."""
+    files = [
+        "openai-whisper__jfk.flac",
+        "atrok-speechtext__export_4.wav",
+        "coqui-tts__LJ001-0001.wav",
+    ]
+    references = {item.path.name: item.reference for item in CORPUS_ITEMS}
+    clips = [(decode_audio(corpus_file(name)).samples, references[name]) for name in files]
+    recording = synthetic.long_form(clips, 45.0, seed=11)
+    assert [p.clip for p in recording.placements] == [1, 0, 2, 1, 0]  # the chicken leg twice
+    on = engines[0]
+    assert on.settings.whisper.repair_stretched_s is not None
+    off = _sharing(on, repair_stretched_s=None)
+    heard = {}
+    for engine in (on, off):
+        real = engine._model
+        faulty = FaultInjectionOverwritingModel(real, {"chicken", "dish"})
+        engine._model = faulty
+        try:
+            result = engine.transcribe(
+                recording.samples, TranscribeOptions(language="en", word_timestamps=True)
+            )
+        finally:
+            engine._model = real
+        assert faulty.dropped, "the fault was not injected"
+        score = synthetic.score_long_form(
+            recording, [(w.start, w.word) for w in result.words], normalize_text
+        )
+        heard[engine is on] = (score, normalize_text(result.text))
+
+    score, text = heard[True]
+    assert score.lost_runs == (), text
+    assert score.inserted_runs == (), text
+    assert text.count("chicken") == 2, text
+    assert text.count("fellow") == 2, text
+    # Off: the written-over utterance is not heard again, so the check above can fail.
+    score, text = heard[False]
+    assert text.count("chicken") == 1, text

@@ -401,6 +401,7 @@ class WhisperEngine(Engine):
                 word_times=cfg.vad_word_times and options.word_timestamps,
                 late_onsets=cfg.vad_word_times_late_onsets,
                 edge_remnant_s=cfg.repair_edge_remnant_s,
+                stretched_s=cfg.repair_stretched_s,
             )
             segments_iter: Any = repairer.segments()
         else:

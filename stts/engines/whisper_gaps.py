@@ -13,6 +13,14 @@ streams segments keeps doing so; only a repaired stretch waits for its re-decode
 The same Silero probabilities (one VAD run per file) feed the word-time repairs of
 ``whisper_timing`` when ``vad_word_times`` is on.
 
+A skipped utterance is not always left uncovered: the decoder can also write the next
+utterance's words over it, or stop a sentence short, and the alignment then stretches a
+word over the speech it has no text for ("The cat on" over "These days a chicken leg is
+a rare dish", 'on' 2.2 s long). Coverage cannot see that, so a segment with a word that
+holds ``stretched_s`` of Silero speech or more is heard again: its stretch of the speech
+chunks is decoded on its own, and when that hears ``MORE_WORDS_HEARD`` words more, its
+segments replace the first pass's.
+
 Only for whole files (``WhisperEngine.transcribe``); live streams decode their own way.
 """
 
@@ -28,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from stts.engines.repetition import repeat_start
-from stts.engines.whisper_timing import SpeechMap, WordTimer
+from stts.engines.whisper_timing import WINDOW, SpeechMap, WordTimer
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +61,12 @@ GAP_VAD = {"min_silence_duration_ms": 300, "speech_pad_ms": 200}
 # hotter from there, and what still loops is dropped.
 REDECODE_COMPRESSION_RATIO = 1.8
 LOOP_REPEATS = 5
+# A stretched segment heard again replaces the first pass only when the re-decode has at
+# least this many more words (the same words again are no reason to change anything).
+MORE_WORDS_HEARD = 3
+# Longer stretches are not heard again (a segment is at most 30 s of joined speech; with
+# the pauses between its chunks put back it can be longer, rarely this long).
+MAX_REHEAR_S = 60.0
 _TOKEN = re.compile(r"[^\W_]+")
 
 
@@ -75,6 +89,10 @@ class GapRepairStats:
     """Process time of the gaps' VAD passes and re-decodes (the repair's own cost)."""
     words_moved: int = 0
     """Word starts moved by the word-time repairs (``whisper_timing``)."""
+    reheard: int = 0
+    """First-pass segments with a stretched word, decoded again on their own."""
+    replaced: int = 0
+    """Of them, the ones whose re-decode heard more words and replaced them."""
 
 
 def speech_chunks(audio: np.ndarray, vad_parameters: dict[str, float]) -> list[dict[str, int]]:
@@ -110,6 +128,17 @@ def _shifted(segment: Any, offset: float) -> Any:
     )
 
 
+def _words(text: str) -> int:
+    return len(_TOKEN.findall(text))
+
+
+def speech_seconds(speech: SpeechMap, start: float, end: float) -> float:
+    """How much of ``start``-``end`` (s) Silero calls speech."""
+    lo = max(int(start * SAMPLE_RATE) // WINDOW, 0)
+    hi = max(int(np.ceil(end * SAMPLE_RATE / WINDOW)), lo)
+    return float(np.count_nonzero(speech.speech[lo:hi])) * WINDOW / SAMPLE_RATE
+
+
 def _coverage(segment: Any) -> tuple[float, float]:
     """Where a segment's speech starts and (capped per word) ends."""
     if segment.words:
@@ -133,6 +162,7 @@ class GapRepairer:
         word_times: bool = False,
         late_onsets: bool = True,
         edge_remnant_s: float | None = 0.6,
+        stretched_s: float | None = 1.1,
     ) -> None:
         self.model = model
         self.audio = audio
@@ -140,11 +170,12 @@ class GapRepairer:
         self.options = decode_options
         self.min_gap_s = min_gap_s
         self.edge_remnant_s = edge_remnant_s
+        self.stretched_s = stretched_s
         self.token_cap = token_cap
         self.stats = GapRepairStats()
         self.info: Any = None
         # Silero runs once: the chunks and the word-time repairs read the same map.
-        speech = SpeechMap(audio, vad_parameters["threshold"])
+        speech = self._speech = SpeechMap(audio, vad_parameters["threshold"])
         self._chunks = speech.chunks(
             vad_parameters["min_silence_duration_ms"], vad_parameters["speech_pad_ms"]
         )
@@ -171,11 +202,13 @@ class GapRepairer:
         for whole in restore_speech_timestamps(first_pass, self._chunks, SAMPLE_RATE):
             # A skipped utterance can also lie between two words of one segment.
             for segment in self._split(whole):
-                start, end = _coverage(segment)
+                parts = self._reheard(segment, covered_to, prompt) or [segment]
+                start = _coverage(parts[0])[0]
                 yield from map(self._settled, self._repair(covered_to, start, prompt))
-                yield self._settled(segment)
-                prompt = segment.text
-                covered_to = max(covered_to, end)
+                for part in parts:
+                    yield self._settled(part)
+                    prompt = part.text
+                    covered_to = max(covered_to, _coverage(part)[1])
         tail = self._repair(covered_to, len(self.audio) / SAMPLE_RATE, prompt)
         yield from map(self._settled, tail)
 
@@ -258,19 +291,67 @@ class GapRepairer:
             logger.debug("gap %.2f-%.2f s: %.2f s of speech, left", lo, hi, heard)
             return []
         a, b = inner[0]["start"], inner[-1]["end"]
+        self.stats.redecoded += 1
+        return self._decode(lo + a / SAMPLE_RATE, lo + b / SAMPLE_RATE, prompt)
+
+    def _decode(self, lo: float, hi: float, prompt: str) -> list[Any]:
+        """The segments of ``lo``-``hi`` (s) decoded alone, on the recording's timeline."""
         options = {
             **self.options,
             "initial_prompt": prompt or None,
-            "max_new_tokens": self.token_cap((b - a) / SAMPLE_RATE),
+            "max_new_tokens": self.token_cap(hi - lo),
             "compression_ratio_threshold": min(
                 self.options.get("compression_ratio_threshold") or REDECODE_COMPRESSION_RATIO,
                 REDECODE_COMPRESSION_RATIO,
             ),
         }
-        self.stats.redecoded += 1
-        found, _info = self.model.transcribe(piece[a:b], vad_filter=False, **options)
-        offset = lo + a / SAMPLE_RATE
-        return [_shifted(segment, offset) for segment in found]
+        piece = self.audio[int(lo * SAMPLE_RATE) : int(hi * SAMPLE_RATE)]
+        found, _info = self.model.transcribe(piece, vad_filter=False, **options)
+        return [_shifted(segment, lo) for segment in found]
+
+    def _chunk_of(self, at: float) -> tuple[float, float]:
+        """The speech chunk (s) that holds ``at``, or ``at`` itself when none does."""
+        for lo, hi in self._spans:
+            if lo <= at <= hi:
+                return lo, hi
+        return at, at
+
+    def _reheard(self, segment: Any, covered_to: float, prompt: str) -> list[Any] | None:
+        """The segments that replace a first-pass ``segment`` with a stretched word: its
+        stretch of speech decoded again on its own, when that hears ``MORE_WORDS_HEARD``
+        more words than the segment has; None to keep the segment."""
+        words = segment.words or []
+        if self.stretched_s is None or not any(
+            speech_seconds(self._speech, w.start, w.end) >= self.stretched_s for w in words
+        ):
+            return None
+        # From the start of the first word's chunk (the skipped speech can lie before the
+        # words written over it), never into what earlier segments hold, to just after
+        # the last word (within its chunk: a stretched last word runs over the pause).
+        lo = self._chunk_of(words[0].start)[0]
+        if covered_to > 0:
+            lo = max(lo, covered_to + EDGE_S)
+        last = words[-1]
+        hi = min(last.end + EDGE_S, self._chunk_of(last.start)[1])
+        if lo > words[0].start or not 0 < hi - lo <= MAX_REHEAR_S:
+            return None
+        self.stats.reheard += 1
+        cpu = time.process_time()
+        found = [
+            s
+            for s in self._decode(lo, hi, prompt)
+            if s.text.strip() and not (prompt and s.text.strip() in prompt) and not loops(s.text)
+        ]
+        self.stats.cpu_s += time.process_time() - cpu
+        before, after = _words(segment.text), sum(_words(s.text) for s in found)
+        logger.debug(
+            "stretched %.2f-%.2f s heard again: %r -> %r",
+            *(lo, hi, segment.text, " ".join(s.text.strip() for s in found)),
+        )
+        if after < before + MORE_WORDS_HEARD:
+            return None
+        self.stats.replaced += 1
+        return found
 
     def _not_remnants(
         self, chunks: list[dict[str, int]], length: int, word_ends: tuple[bool, bool]
