@@ -20,7 +20,7 @@ from stts.audio import decode_audio
 from stts.config import Settings
 from stts.engines.base import TranscribeOptions
 from stts.engines.whisper import WhisperEngine
-from stts.engines.whisper_gaps import loops, uncovered
+from stts.engines.whisper_gaps import loops, uncovered, without_squeezed_tail
 from stts.evaluation import normalize_text
 from tests.conftest import CORPUS_ITEMS, corpus_file, requires_corpus
 
@@ -141,6 +141,40 @@ def test_a_looping_re_decode_is_told_from_digits_and_speech() -> None:
     assert loops("I'm sorry, I'm sorry, I'm sorry, I'm sorry, I'm sorry.")
     assert not loops("1-0-0-0-1, 9-0-2-1-0, 0-1-8-0-3.")
     assert not loops("She had your dark suit in greasy wash water all year.")
+
+
+def _segment(words: list[tuple[str, float, float]]) -> Any:
+    from faster_whisper.transcribe import Segment, Word
+
+    ws = [Word(start=a, end=b, word=w, probability=0.9) for w, a, b in words]
+    return Segment(
+        id=0,
+        seek=0,
+        start=ws[0].start,
+        end=ws[-1].end,
+        text="".join(w for w, _a, _b in words),
+        tokens=[],
+        avg_logprob=-0.2,
+        compression_ratio=1.2,
+        no_speech_prob=0.0,
+        words=ws,
+        temperature=0.0,
+    )
+
+
+def test_a_re_decode_loses_what_it_wrote_after_the_audio_ended() -> None:
+    # Seen re-hearing the music recording's digit string: the last phrase written again
+    # twice, its words squeezed into no time at the end of the piece.
+    said = [(" 0", 237.7, 238.0), ("-1", 238.0, 238.2), ("-8", 238.2, 238.5), ("-3,", 238.5, 238.8)]
+    squeezed = [(w, 239.1, 239.1) for w in (" 0", "-1", "-8", "-3,")]
+    first = _segment([(" at", 232.4, 232.7), (" 0", 232.7, 232.8)])
+    kept = without_squeezed_tail([first, _segment(said + squeezed)], "en")
+    assert [s.text for s in kept] == [" at 0", " 0-1-8-3,"]
+    assert kept[-1].end == 238.8
+    # Whole text with audio under it is left alone.
+    assert without_squeezed_tail([first, _segment(said)], "en")[-1].text == " 0-1-8-3,"
+    # A segment wholly squeezed goes.
+    assert [s.text for s in without_squeezed_tail([first, _segment(squeezed)], "en")] == [" at 0"]
 
 
 @pytest.mark.slow

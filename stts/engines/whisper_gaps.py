@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from stts.engines.repetition import repeat_start
+from stts.engines.whisper_short import squeezed_tail
 from stts.engines.whisper_timing import WINDOW, SpeechMap, WordTimer
 
 logger = logging.getLogger(__name__)
@@ -137,6 +138,25 @@ def speech_seconds(speech: SpeechMap, start: float, end: float) -> float:
     lo = max(int(start * SAMPLE_RATE) // WINDOW, 0)
     hi = max(int(np.ceil(end * SAMPLE_RATE / WINDOW)), lo)
     return float(np.count_nonzero(speech.speech[lo:hi])) * WINDOW / SAMPLE_RATE
+
+
+def without_squeezed_tail(segments: list[Any], language: str | None) -> list[Any]:
+    """``segments`` without the words Whisper wrote on after the piece's audio ended (a
+    short piece decoded alone, like a live stream's pass, can end in a squeezed copy of
+    its last phrase: "0-1-8-0-3, 0-1-8-0-3" with the copy's words lasting no time)."""
+    words = [w for s in segments for w in s.words or ()]
+    end = squeezed_tail(words, language)
+    if end is None:
+        return segments
+    kept, seen = [], 0
+    for segment in segments:
+        mine = list(segment.words or ())
+        mine = mine[: max(0, end - seen)]
+        seen += len(segment.words or ())
+        if mine:
+            text = "".join(w.word for w in mine)
+            kept.append(dataclasses.replace(segment, end=mine[-1].end, text=text, words=mine))
+    return kept
 
 
 def _coverage(segment: Any) -> tuple[float, float]:
@@ -307,7 +327,8 @@ class GapRepairer:
         }
         piece = self.audio[int(lo * SAMPLE_RATE) : int(hi * SAMPLE_RATE)]
         found, _info = self.model.transcribe(piece, vad_filter=False, **options)
-        return [_shifted(segment, lo) for segment in found]
+        shifted = [_shifted(segment, lo) for segment in found]
+        return without_squeezed_tail(shifted, options.get("language"))
 
     def _chunk_of(self, at: float) -> tuple[float, float]:
         """The speech chunk (s) that holds ``at``, or ``at`` itself when none does."""
