@@ -146,10 +146,9 @@ def render_nonspeech(sources: list[Source]) -> str:
         )
     lengths = sorted({c["seconds"] for c in clips})
     signals = len({c["signal"] for c in clips})
-    heading = (
-        f"Non-speech, {' and '.join(f'{s:g} s' for s in lengths)} clips ({signals} signals "
-        f"each), words emitted:"
-    )
+    named = [f"{s:g} s" for s in lengths]
+    said = " and ".join([", ".join(named[:-1]), named[-1]] if len(named) > 1 else named)
+    heading = f"Non-speech, {said} clips ({signals} signals each), words emitted:"
     body = markdown_table(
         [
             "set-up",
