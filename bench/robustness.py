@@ -420,10 +420,33 @@ def long_form_makers(minutes: float) -> dict[str, Callable[[], synthetic.LongFor
     }
 
 
-REPLAY_RULES = {
-    "session-8 rules": {"late_onsets": False, "carry_inside": False},
-    "+ late onsets": {"late_onsets": True, "carry_inside": False},
-    "+ carried inside a segment": {"late_onsets": True, "carry_inside": True},
+REPLAY_RULES: dict[str, dict[str, Any]] = {
+    # Session 8's and 9's rule sets exactly (each later rule off).
+    "session-8 rules": {
+        "late_onsets": False,
+        "carry_inside": False,
+        "share_unheard": False,
+        "share_reach": 1,
+        "bridge_frames": 0,
+        "min_lead_s": 0.0,
+    },
+    "+ late onsets": {
+        "carry_inside": False,
+        "share_unheard": False,
+        "share_reach": 1,
+        "bridge_frames": 0,
+        "min_lead_s": 0.0,
+    },
+    "+ carried inside a segment (s9)": {
+        "share_unheard": False,
+        "share_reach": 1,
+        "bridge_frames": 0,
+        "min_lead_s": 0.0,
+    },
+    "+ shared over up to 3 words, 0.5 s lead (s10)": {"share_unheard": False, "bridge_frames": 0},
+    "+ unheard words share (s10)": {"bridge_frames": 0},
+    "+ 1-frame dips bridged (s10 default)": {},
+    "s10 default without the 0.5 s lead": {"min_lead_s": 0.0},
 }
 
 
@@ -435,7 +458,7 @@ def replay_word_times(stem: str, setup: str, out: str) -> None:
     from faster_whisper.transcribe import Segment, Word
 
     from stts.config import WhisperSettings
-    from stts.engines.whisper_timing import SpeechMap, WordTimer
+    from stts.engines.whisper_timing import BRIDGE_FRAMES, SpeechMap, WordTimer
 
     cfg = WhisperSettings()
     recorded = json.loads((RESULTS / f"{stem}-words.json").read_text())
@@ -457,7 +480,9 @@ def replay_word_times(stem: str, setup: str, out: str) -> None:
         for start, end, word, k in spans:
             segments.setdefault(k, []).append(Word(start, end, word, 0.9))
         for label, rules in REPLAY_RULES.items():
-            timer = WordTimer(speech, chunks, **rules)
+            rules = dict(rules)
+            bridged = speech.bridged(rules.pop("bridge_frames", BRIDGE_FRAMES))
+            timer = WordTimer(bridged, chunks, **rules)
             words: list[tuple[float, str]] = []
             for k in sorted(segments):
                 ws = segments[k]
@@ -478,6 +503,9 @@ def replay_word_times(stem: str, setup: str, out: str) -> None:
                     "onset_median": float(np.median(score.onset_errors)),
                     "words_moved": timer.moved,
                     "misses": misses,
+                    "errors": [
+                        None if e == float("inf") else round(e, 3) for e in score.onset_errors
+                    ],
                 }
             )
             rows.append(

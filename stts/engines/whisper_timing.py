@@ -21,6 +21,12 @@ own" when Silero hears no speech begin between the previous word's end and its e
   its own that ends before its speech begins (aligned over the previous utterance's tail
   and the pause, within one chunk) and the next word share the time from that onset to
   the next word's end, in proportion to their aligned lengths.
+- **Shared over more words**: where the next word holds too little of that speech
+  (under ``MIN_WORD_S`` each), the word shares it with up to ``SHARE_REACH`` words on;
+  a word that starts less than ``MIN_LEAD_S`` before its speech is left alone.
+- **Unheard**: any word but a segment's last that holds no speech frame at all and does
+  not end a clause shares its speech with the words after it the same way (a pause or
+  an untranscribed utterance between it and the previous word hides the borrowing).
 - **Out of non-speech** (stable-ts's ``suppress_silence`` on Silero VAD): a word that
   starts in non-speech moves its start to where speech begins, if that is before its end
   (a word keeps at least ``MIN_WORD_S``).
@@ -30,12 +36,15 @@ opened the segment a word early and the word belongs before the pause.
 
 Non-speech is Silero's probability below faster-whisper's ``neg_threshold`` (the VAD
 threshold - 0.15, stable-ts's 0.35 at the default 0.5). The probabilities are the ones
-the speech chunks are cut from (:class:`SpeechMap`): Silero runs once per file.
+the speech chunks are cut from (:class:`SpeechMap`): Silero runs once per file. A dip of
+one frame (``BRIDGE_FRAMES``) between speech frames counts as speech: no pause, so no
+onset that would give a word aligned over another utterance's tail speech of its own.
 """
 
 from __future__ import annotations
 
 import bisect
+import copy
 import dataclasses
 from typing import Any
 
@@ -48,6 +57,15 @@ SENTENCE_ENDS = (".", "?", "!")
 CLAUSE_ENDS = (*SENTENCE_ENDS, ",", ";", ":")
 MIN_WORD_S = 0.1
 """A word moved out of non-speech keeps at least this long (stable-ts's default)."""
+BRIDGE_FRAMES = 1
+"""Non-speech dips of up to this many Silero frames (32 ms each) between speech frames
+count as speech: Silero flickers inside words, and such a dip is no pause."""
+MIN_LEAD_S = 0.5
+"""A word shares its speech only when that speech begins at least this long after the
+word starts: Silero's onset under noise can lag a soft start (a fricative) by 0.2-0.4 s,
+so a word closer to it than that may well be right."""
+SHARE_REACH = 3
+"""A word before its speech shares that speech with at most this many words after it."""
 MIN_PAUSE_S = 0.3
 """A pause inside a word that starts in the previous word's speech: at least this much
 non-speech before the onset the word moves to."""
@@ -57,15 +75,39 @@ class SpeechMap:
     """Silero VAD's speech probability per 32 ms frame of one file, computed once: the
     speech chunks faster-whisper's VAD filter would cut, and where speech is."""
 
-    def __init__(self, audio: np.ndarray, threshold: float = 0.5) -> None:
+    def __init__(
+        self, audio: np.ndarray, threshold: float = 0.5, bridge_frames: int = BRIDGE_FRAMES
+    ) -> None:
         from faster_whisper.vad import get_vad_model
 
         self.samples = len(audio)
         self.threshold = threshold
         padded = np.pad(audio, (0, WINDOW - len(audio) % WINDOW))
         self.probs = np.asarray(get_vad_model()(padded), dtype=np.float32).ravel()
-        # faster-whisper's neg_threshold: below it a frame is always silence.
-        self.speech = self.probs >= max(threshold - 0.15, 0.01)
+        self.speech = self._speech(bridge_frames)
+
+    def _speech(self, bridge_frames: int) -> np.ndarray:
+        """Speech per frame: at or above faster-whisper's ``neg_threshold`` (below it a
+        frame is always silence), with dips of up to ``bridge_frames`` non-speech frames
+        between two speech frames bridged (no pause, so no onset after them)."""
+        speech = self.probs >= max(self.threshold - 0.15, 0.01)
+        for width in range(1, bridge_frames + 1):
+            for offset in range(width):
+                # Frames ``i`` with speech at i - 1 - offset and at i - offset + width.
+                left = np.zeros_like(speech)
+                right = np.zeros_like(speech)
+                left[1 + offset :] = speech[: len(speech) - 1 - offset]
+                shift = width - offset
+                right[: len(speech) - shift] = speech[shift:]
+                speech = speech | (left & right)
+        return speech
+
+    def bridged(self, bridge_frames: int) -> SpeechMap:
+        """This map with dips of up to ``bridge_frames`` bridged instead (the bench's
+        replay compares rule sets without running Silero again)."""
+        other = copy.copy(self)
+        other.speech = self._speech(bridge_frames)
+        return other
 
     def chunks(self, min_silence_duration_ms: float, speech_pad_ms: float) -> list[dict[str, int]]:
         """faster-whisper's ``get_speech_timestamps`` on these probabilities (its defaults
@@ -170,8 +212,14 @@ class WordTimer:
         *,
         late_onsets: bool = True,
         carry_inside: bool = True,
+        share_unheard: bool = True,
+        share_reach: int = SHARE_REACH,
+        min_lead_s: float = MIN_LEAD_S,
     ) -> None:
+        self.min_lead_s = min_lead_s
         self.speech = speech
+        self.share_unheard = share_unheard
+        self.share_reach = share_reach
         self.late_onsets = late_onsets
         self.carry_inside = carry_inside
         self._ends = [c["end"] / SAMPLE_RATE for c in chunks]
@@ -217,13 +265,16 @@ class WordTimer:
             ):
                 # Still before its speech: it and the next word share the time from
                 # where that speech begins to the next word's end.
-                shared = self._share(first, after)
+                shared = self._share(words, 0)
                 if shared is not None:
-                    (words[0], words[1]), first = shared, shared[0]
+                    words, first = shared, shared[0]
                     self.moved += 1
         if self.carry_inside and self._ends:
             for k in range(1, len(words) - 1):
-                words[k : k + 2] = self._back_to_its_chunk(words[k - 1], *words[k : k + 2])
+                words = self._back_to_its_chunk(words, k)
+        if self.share_unheard:
+            for k in range(len(words) - 1):
+                words = self._unheard(words, k)
         for k, word in enumerate(words):
             if word.end - word.start <= MIN_WORD_S:
                 continue
@@ -242,13 +293,14 @@ class WordTimer:
         self._last_end = words[-1].end
         return dataclasses.replace(segment, start=words[0].start, end=words[-1].end, words=words)
 
-    def _back_to_its_chunk(self, previous: Any, word: Any, after: Any) -> list[Any]:
+    def _back_to_its_chunk(self, words: list[Any], k: int) -> list[Any]:
         """A word inside a segment that straddled a join of two chunks as decoded (its
         end lies past its chunk's end, in the cut-out pause) with the next word in a
         later chunk and no onset of its own: the next utterance's first word pulled
         early across the join and mapped by its middle. It moves by the cut-out pause
         (then, starting in non-speech, to where its speech begins). A word that ends a
         clause keeps its place (the previous utterance's last word, run on)."""
+        previous, word, after = words[k - 1 : k + 2]
         here, there = self._chunk(word.start, word.end), self._chunk(after.start, after.end)
         if (
             there <= here
@@ -256,32 +308,60 @@ class WordTimer:
             or word.word.strip().endswith(CLAUSE_ENDS)
             or self.speech.onset_in(previous.end, word.end)
         ):
-            return [word, after]
+            return words
         shift = self._cut_before[there] - self._cut_before[here]
         end = round(min(word.end + shift, after.start), 3)
         start = round(min(word.start + shift, end - MIN_WORD_S), 3)
         self.moved += 1
-        word = dataclasses.replace(word, start=start, end=end)
+        words = [*words[:k], dataclasses.replace(word, start=start, end=end), *words[k + 1 :]]
         if self.speech.speech_from(start, end) is None:
             # Wholly before its speech still: as a segment's first word, it shares.
-            return list(self._share(word, after) or (word, after))
-        return [word, after]
+            return self._share(words, k) or words
+        return words
 
-    def _share(self, first: Any, after: Any) -> tuple[Any, Any] | None:
-        """``first``, which ends before its speech begins, and the next word ``after``
-        sharing the time from that onset to ``after``'s end in proportion to their
-        aligned lengths; None when there is no room for both."""
-        onset = self.speech.next_onset(first.end, after.end)
-        room = after.end - (onset or after.end)
-        if onset is None or room < 2 * MIN_WORD_S:
-            return None
-        mine = first.end - first.start
-        share = mine / (mine + after.end - after.start) * room
-        cut = round(onset + min(max(share, MIN_WORD_S), room - MIN_WORD_S), 3)
-        return (
-            dataclasses.replace(first, start=round(onset, 3), end=cut),
-            dataclasses.replace(after, start=max(after.start, cut)),
-        )
+    def _unheard(self, words: list[Any], k: int) -> list[Any]:
+        """``words`` with ``words[k]`` shared as in :meth:`_share` when it holds no
+        speech at all (Whisper pulled it into a pause, or a VAD chunk's pad, ahead of
+        its speech) and does not end a clause (a clause's last word run on into the
+        pause stays)."""
+        word = words[k]
+        if word.word.strip().endswith(CLAUSE_ENDS) or (
+            self.speech.speech_from(word.start, word.end) is not None
+        ):
+            return words
+        shared = self._share(words, k)
+        if shared is None:
+            return words
+        self.moved += 1
+        return shared
+
+    def _share(self, words: list[Any], k: int) -> list[Any] | None:
+        """``words`` with ``words[k]``, which ends before its speech begins, and the
+        words after it sharing the time from that onset to the end of the nearest word
+        that leaves each of them ``MIN_WORD_S`` (at most ``share_reach`` words on), in
+        proportion to their aligned lengths; None when there is no such word."""
+        first = words[k]
+        for m in range(k + 1, min(len(words), k + 1 + self.share_reach)):
+            last = words[m]
+            onset = self.speech.next_onset(first.end, last.end)
+            if onset is None or last.end - onset < (m - k + 1) * MIN_WORD_S:
+                continue
+            if onset - first.start < self.min_lead_s:
+                return None
+            lengths = [w.end - w.start for w in words[k : m + 1]]
+            total, room, cut = sum(lengths), last.end - onset, onset
+            shared = []
+            for j, length in enumerate(lengths[:-1]):
+                left = room - (cut - onset)
+                share = length / total * room if total > 0 else MIN_WORD_S
+                end = round(
+                    cut + min(max(share, MIN_WORD_S), left - (len(lengths) - 1 - j) * MIN_WORD_S), 3
+                )
+                shared.append(dataclasses.replace(words[k + j], start=round(cut, 3), end=end))
+                cut = end
+            shared.append(dataclasses.replace(last, start=max(last.start, cut)))
+            return [*words[:k], *shared, *words[m + 1 :]]
+        return None
 
     def _from_late_onset(self, word: Any, before: float) -> Any:
         """``word``, which starts in speech, moved to the last onset after a pause inside
