@@ -17,9 +17,10 @@ A skipped utterance is not always left uncovered: the decoder can also write the
 utterance's words over it, or stop a sentence short, and the alignment then stretches a
 word over the speech it has no text for ("The cat on" over "These days a chicken leg is
 a rare dish", 'on' 2.2 s long). Coverage cannot see that, so a segment with a word that
-holds ``stretched_s`` of Silero speech or more is heard again: its stretch of the speech
-chunks is decoded on its own, and when that hears ``MORE_WORDS_HEARD`` words more, its
-segments replace the first pass's.
+holds ``stretched_s`` of Silero speech or more is heard again: its stretch of the
+recording (pauses kept) is decoded on its own, and when that hears ``MORE_WORDS_HEARD``
+words more, its segments replace the first pass's. Gap repair's split and this check read
+word times: a request without word timestamps gets segment-level coverage only.
 
 Only for whole files (``WhisperEngine.transcribe``); live streams decode their own way.
 """
