@@ -9,7 +9,8 @@ answers what is still waiting (:meth:`EngineManager.abort`).
 
 Its parts live beside it: :mod:`stts.fallback` (one request's attempts and labels),
 :mod:`stts.deadlines` (waiting on a job, cut short by the stop), :mod:`stts.language_guess`
-and :mod:`stts.engine_report`; the names others import stay importable from here.
+(language identification: which engine, its job, its answer) and
+:mod:`stts.engine_report`; the names others import stay importable from here.
 """
 
 from __future__ import annotations
@@ -46,7 +47,12 @@ from stts.errors import (
     UnknownModel,
 )
 from stts.fallback import advance, attempts, gated_transcribe
-from stts.language_guess import LanguageGuess, guess_language
+from stts.language_guess import (
+    LanguageGuess,
+    guess_language,
+    language_detector,
+    submit_language_job,
+)
 from stts.languages import check_language
 from stts.slots import (
     SHUTDOWN_RETRY_AFTER_S,
@@ -415,34 +421,11 @@ class EngineManager:
             step = advance(run, result=result)
         return step
 
-    # -- language identification --------------------------------------------
-
-    def _language_job(
-        self,
-        audio: DecodedAudio | AudioArray,
-        engine: str | None,
-        model: str | None,
-        reservation: Reservation | None = None,
-    ) -> tuple[Future[list[tuple[str, float]]], SlotKey, CancelToken, float]:
-        samples = self._samples(audio)
-        if reservation is not None:
-            key = reservation.key
-        else:
-            key = self.resolve(engine or self.language_detector(), model)
-        cancel = CancelToken()
-        future = self.slot(key).submit_call(
-            lambda e: e.detect_language(samples), cancel, reservation
-        )
-        seconds = min(len(samples) / SAMPLE_RATE, 30.0)  # engines look at the first 30 s
-        return future, key, cancel, self.deadline(seconds)
+    # -- language identification (stts.language_guess) -----------------------
 
     def language_detector(self) -> str:
         """The default engine if it can identify languages, else the first enabled that can."""
-        candidates = [self.default_engine, *self.enabled]
-        for name in candidates:
-            if get_engine_class(name)(self.settings).capabilities.language_detection:
-                return name
-        return self.default_engine  # it will say that it can't
+        return language_detector(self)
 
     async def detect_language_async(
         self,
@@ -454,9 +437,9 @@ class EngineManager:
         reservation: Reservation | None = None,
     ) -> LanguageGuess:
         """Which language is spoken (no fallback: the answer is that engine's opinion)."""
-        future, key, cancel, timeout = self._language_job(audio, engine, model, reservation)
-        ranked = await self.await_job(future, cancel, timeout)
-        return guess_language(ranked, key, top)
+        job = submit_language_job(self, self._samples(audio), engine, model, reservation)
+        ranked = await self.await_job(job.future, job.cancel, job.timeout)
+        return guess_language(ranked, job.key, top)
 
     def detect_language(
         self,
@@ -467,9 +450,11 @@ class EngineManager:
         top: int = 5,
     ) -> LanguageGuess:
         """Blocking variant of :meth:`detect_language_async` for the CLI and library."""
-        future, key, cancel, timeout = self._language_job(audio, engine, model)
-        ranked = self.wait_job(future, cancel, timeout)
-        return guess_language(ranked, key, top)
+        job = submit_language_job(self, self._samples(audio), engine, model)
+        ranked = self.wait_job(job.future, job.cancel, job.timeout)
+        return guess_language(ranked, job.key, top)
+
+    # -- idle unloading and close ---------------------------------------------
 
     def _start_reaper(self) -> None:
         """A daemon thread that frees models idle longer than their ``idle_unload_s``."""
