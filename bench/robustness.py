@@ -429,6 +429,7 @@ REPLAY_RULES: dict[str, dict[str, Any]] = {
         "share_reach": 1,
         "bridge_frames": 0,
         "min_lead_s": 0.0,
+        "min_pause_s": 0.0,
     },
     "+ late onsets": {
         "carry_inside": False,
@@ -436,17 +437,23 @@ REPLAY_RULES: dict[str, dict[str, Any]] = {
         "share_reach": 1,
         "bridge_frames": 0,
         "min_lead_s": 0.0,
+        "min_pause_s": 0.0,
     },
     "+ carried inside a segment (s9)": {
         "share_unheard": False,
         "share_reach": 1,
         "bridge_frames": 0,
         "min_lead_s": 0.0,
+        "min_pause_s": 0.0,
     },
-    "+ shared over up to 3 words, 0.5 s lead (s10)": {"share_unheard": False, "bridge_frames": 0},
+    "+ shared over up to 3 words, 0.5 s lead, 0.3 s pause (s10)": {
+        "share_unheard": False,
+        "bridge_frames": 0,
+    },
     "+ unheard words share (s10)": {"bridge_frames": 0},
     "+ 1-frame dips bridged (s10 default)": {},
     "s10 default without the 0.5 s lead": {"min_lead_s": 0.0},
+    "s10 default without the 0.3 s pause before a shared onset": {"min_pause_s": 0.0},
 }
 
 

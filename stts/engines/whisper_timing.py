@@ -67,8 +67,8 @@ so a word closer to it than that may well be right."""
 SHARE_REACH = 3
 """A word before its speech shares that speech with at most this many words after it."""
 MIN_PAUSE_S = 0.3
-"""A pause inside a word that starts in the previous word's speech: at least this much
-non-speech before the onset the word moves to."""
+"""A pause inside a word that starts in the previous word's speech, or before the onset
+a word shares: at least this much non-speech before the onset the word moves to."""
 
 
 class SpeechMap:
@@ -215,8 +215,10 @@ class WordTimer:
         share_unheard: bool = True,
         share_reach: int = SHARE_REACH,
         min_lead_s: float = MIN_LEAD_S,
+        min_pause_s: float = MIN_PAUSE_S,
     ) -> None:
         self.min_lead_s = min_lead_s
+        self.min_pause_s = min_pause_s
         self.speech = speech
         self.share_unheard = share_unheard
         self.share_reach = share_reach
@@ -336,18 +338,25 @@ class WordTimer:
         return shared
 
     def _share(self, words: list[Any], k: int) -> list[Any] | None:
-        """``words`` with ``words[k]``, which ends before its speech begins, and the
+        """``words`` with ``words[k]``, which ends before its speech begins (an onset
+        by the end of the next word, at least ``min_lead_s`` after its start, after a
+        pause of at least ``min_pause_s``: not a dip inside its own speech), and the
         words after it sharing the time from that onset to the end of the nearest word
         that leaves each of them ``MIN_WORD_S`` (at most ``share_reach`` words on), in
-        proportion to their aligned lengths; None when there is no such word."""
+        proportion to their aligned lengths; None when there is no such onset or
+        word."""
         first = words[k]
+        onset = self.speech.next_onset(first.end, words[k + 1].end)
+        if (
+            onset is None
+            or onset - first.start < self.min_lead_s
+            or self.speech.speech_from(onset - self.min_pause_s, onset) is not None
+        ):
+            return None
         for m in range(k + 1, min(len(words), k + 1 + self.share_reach)):
             last = words[m]
-            onset = self.speech.next_onset(first.end, last.end)
-            if onset is None or last.end - onset < (m - k + 1) * MIN_WORD_S:
+            if last.end - onset < (m - k + 1) * MIN_WORD_S:
                 continue
-            if onset - first.start < self.min_lead_s:
-                return None
             lengths = [w.end - w.start for w in words[k : m + 1]]
             total, room, cut = sum(lengths), last.end - onset, onset
             shared = []
