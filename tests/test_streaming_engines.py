@@ -600,6 +600,11 @@ def test_text_written_after_the_audio_ends_is_cut() -> None:
     assert squeezed_tail(said + two) is None
     characters = [Word(end, end, c, 0.5) for c in "ったら、"]
     assert squeezed_tail(said + characters, "ja") is None
+    # Said twice in Chinese, the last character given no time: a copy only if all of it
+    # lasts no time (review finding: "好的好的" lost its second "好的").
+    ok = [Word(0.0, 0.2, "好", 0.9), Word(0.2, 0.4, "的", 0.9)]
+    assert squeezed_tail([*ok, Word(0.4, 0.6, "好", 0.9), Word(0.6, 0.6, "的", 0.9)], "zh") is None
+    assert squeezed_tail([*ok, Word(0.4, 0.4, "好", 0.9), Word(0.4, 0.4, "的", 0.9)], "zh") == 2
     assert squeezed_tail(said) is None
 
 

@@ -19,8 +19,11 @@ word over the speech it has no text for ("The cat on" over "These days a chicken
 a rare dish", 'on' 2.2 s long). Coverage cannot see that, so a segment with a word that
 holds ``stretched_s`` of Silero speech or more is heard again: its stretch of the
 recording (pauses kept) is decoded on its own, and when that hears ``MORE_WORDS_HEARD``
-words more, its segments replace the first pass's. Gap repair's split and this check read
-word times: a request without word timestamps gets segment-level coverage only.
+words more, as many of them inside the stretched word's time, its segments replace the
+first pass's. A segment that follows the one before it without a pause is not heard
+again (its stretch would begin inside the words already given). Gap repair's split and
+this check read word times: a request without word timestamps gets segment-level
+coverage only.
 
 Only for whole files (``WhisperEngine.transcribe``); live streams decode their own way.
 """
@@ -64,7 +67,8 @@ GAP_VAD = {"min_silence_duration_ms": 300, "speech_pad_ms": 200}
 REDECODE_COMPRESSION_RATIO = 1.8
 LOOP_REPEATS = 5
 # A stretched segment heard again replaces the first pass only when the re-decode has at
-# least this many more words (the same words again are no reason to change anything).
+# least this many more words, and this many inside the stretched words' time (the same
+# words again are no reason to change anything).
 MORE_WORDS_HEARD = 3
 # Longer stretches are not heard again (a segment is at most 30 s of joined speech; with
 # the pauses between its chunks put back it can be longer, rarely this long).
@@ -130,10 +134,6 @@ def _shifted(segment: Any, offset: float) -> Any:
     )
 
 
-def _words(text: str) -> int:
-    return len(_TOKEN.findall(text))
-
-
 def speech_seconds(speech: SpeechMap, start: float, end: float) -> float:
     """How much of ``start``-``end`` (s) Silero calls speech."""
     lo = max(int(start * SAMPLE_RATE) // WINDOW, 0)
@@ -156,7 +156,9 @@ def without_squeezed_tail(segments: list[Any], language: str | None) -> list[Any
         seen += len(segment.words or ())
         if mine:
             text = "".join(w.word for w in mine)
-            kept.append(dataclasses.replace(segment, end=mine[-1].end, text=text, words=mine))
+            kept.append(
+                dataclasses.replace(segment, end=mine[-1].end, text=text, words=mine, tokens=[])
+            )
     return kept
 
 
@@ -340,21 +342,31 @@ class GapRepairer:
 
     def _reheard(self, segment: Any, covered_to: float, prompt: str) -> list[Any] | None:
         """The segments that replace a first-pass ``segment`` with a stretched word: its
-        stretch of speech decoded again on its own, when that hears ``MORE_WORDS_HEARD``
-        more words than the segment has; None to keep the segment."""
+        stretch of the recording decoded again on its own, when that has
+        ``MORE_WORDS_HEARD`` words more than the segment and at least as many inside the
+        stretched words' time (speech the first pass had no text for); None to keep the
+        segment. Only a segment that begins after what earlier segments cover (a pause
+        or a chunk's start before it) is heard again."""
         words = segment.words or []
-        if self.stretched_s is None or not any(
-            speech_seconds(self._speech, w.start, w.end) >= self.stretched_s for w in words
-        ):
+        stretched = [
+            (w.start, w.end)
+            for w in words
+            if self.stretched_s is not None
+            and speech_seconds(self._speech, w.start, w.end) >= self.stretched_s
+        ]
+        if not stretched:
             return None
         # From the start of the first word's chunk (the skipped speech can lie before the
         # words written over it), never into what earlier segments hold, to just after
-        # the last word (within its chunk: a stretched last word runs over the pause).
+        # the last word, within the last chunk that begins before its end (a stretched
+        # last word runs over the pause; a word mapped across a join starts before its
+        # chunk).
         lo = self._chunk_of(words[0].start)[0]
         if covered_to > 0:
             lo = max(lo, covered_to + EDGE_S)
         last = words[-1]
-        hi = min(last.end + EDGE_S, self._chunk_of(last.start)[1])
+        ends = [b for a, b in self._spans if a < last.end]
+        hi = min(last.end + EDGE_S, max(ends, default=last.end + EDGE_S))
         if lo > words[0].start or not 0 < hi - lo <= MAX_REHEAR_S:
             return None
         self.stats.reheard += 1
@@ -362,15 +374,19 @@ class GapRepairer:
         found = [
             s
             for s in self._decode(lo, hi, prompt)
-            if s.text.strip() and not (prompt and s.text.strip() in prompt) and not loops(s.text)
+            if s.text.strip()
+            and not loops(s.text)
+            # Whisper answering with its prompt, unless the segment itself said it.
+            and not (prompt and s.text.strip() in prompt and s.text.strip() not in segment.text)
         ]
         self.stats.cpu_s += time.process_time() - cpu
-        before, after = _words(segment.text), sum(_words(s.text) for s in found)
+        heard = [w for s in found for w in s.words or ()]
+        inside = sum(1 for w in heard if any(a <= (w.start + w.end) / 2 <= b for a, b in stretched))
         logger.debug(
-            "stretched %.2f-%.2f s heard again: %r -> %r",
-            *(lo, hi, segment.text, " ".join(s.text.strip() for s in found)),
+            "stretched %.2f-%.2f s heard again: %r -> %r (%d words inside the stretch)",
+            *(lo, hi, segment.text, " ".join(s.text.strip() for s in found), inside),
         )
-        if after < before + MORE_WORDS_HEARD:
+        if len(heard) < len(words) + MORE_WORDS_HEARD or inside < MORE_WORDS_HEARD:
             return None
         self.stats.replaced += 1
         return found

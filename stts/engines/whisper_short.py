@@ -110,11 +110,11 @@ def squeezed_tail(words: list[Word], language: str | None = None, longest: int =
     a similar process by a similar process.") or a variant of it; the alignment
     squeezes those words into nothing after the last word it could place. Cut are: a
     trailing copy of the phrase before it (2+ words; from 3 words, one may be spelt
-    differently: "retrovialities" then "Retrivialities") whose words, all but one, last
-    no time (a phrase said twice has audio under both copies), and a trailing run of 3+
-    words that all last no time (one or two may be the audio cut mid-word; not for
-    languages written without spaces, whose words are single characters that may last
-    no time in speech).
+    differently: "retrovialities" then "Retrivialities") whose words, all but one (in
+    languages written without spaces: all), last no time (a phrase said twice has audio
+    under both copies), and a trailing run of 3+ words that all last no time (one or two
+    may be the audio cut mid-word; not for languages written without spaces, whose words
+    are single characters that may last no time in speech).
     """
 
     def squeezed(word: Word) -> bool:
@@ -129,7 +129,9 @@ def squeezed_tail(words: list[Word], language: str | None = None, longest: int =
             copy = words[end - n : end]
             before = text[end - 2 * n : end - n]
             same = sum(a == b for a, b in zip(text[end - n : end], before, strict=True))
-            if same >= (n if n < 3 else n - 1) and sum(squeezed(w) for w in copy) >= n - 1:
+            # Single characters may last no time in speech: there, all of the copy must.
+            timeless = n if language in CHARACTER_LANGUAGES else n - 1
+            if same >= (n if n < 3 else n - 1) and sum(squeezed(w) for w in copy) >= timeless:
                 end -= n
                 cut = True
                 break
