@@ -20,7 +20,7 @@ from stts.audio import decode_audio
 from stts.config import Settings
 from stts.engines.base import TranscribeOptions
 from stts.engines.whisper import WhisperEngine
-from stts.engines.whisper_gaps import loops, uncovered, without_squeezed_tail
+from stts.engines.whisper_gaps import GapRepairer, loops, uncovered, without_squeezed_tail
 from stts.evaluation import normalize_text
 from tests.conftest import CORPUS_ITEMS, corpus_file, requires_corpus
 
@@ -297,3 +297,58 @@ def test_a_segment_written_over_skipped_speech_is_heard_again(
     # Off: the written-over utterance is not heard again, so the check above can fail.
     score, text = heard[False]
     assert text.count("chicken") == 1, text
+
+
+class RecordingModel:
+    """FAULT INJECTION (a recorder only): the real model, noting how long each piece it
+    is asked to decode is."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.pieces: list[float] = []
+
+    def transcribe(self, audio: Any, **kwargs: Any) -> tuple[Any, Any]:
+        self.pieces.append(len(audio) / 16_000)
+        return self.model.transcribe(audio, **kwargs)
+
+
+@requires_corpus
+def test_a_stretch_heard_again_holds_a_last_word_that_starts_before_its_chunk(
+    engines: tuple[WhisperEngine, WhisperEngine],
+) -> None:
+    """A word straddling a chunk join is mapped back by its middle, so its start can lie
+    in the pause before its chunk. As a stretched segment's last word it must still be
+    inside the stretch heard again, or the replacement loses it (review finding: the
+    stretch ended at that word's start; it happened on the clean bench recording)."""
+    files = [
+        "openai-whisper__jfk.flac",
+        "atrok-speechtext__export_4.wav",
+        "coqui-tts__LJ001-0001.wav",
+    ]
+    references = {item.path.name: item.reference for item in CORPUS_ITEMS}
+    clips = [(decode_audio(corpus_file(name)).samples, references[name]) for name in files]
+    recording = synthetic.long_form(clips, 45.0, seed=11)
+    cfg = engines[0].settings.whisper
+    vad = {
+        "threshold": cfg.vad_threshold,
+        "min_silence_duration_ms": cfg.vad_min_silence_ms,
+        "speech_pad_ms": cfg.vad_speech_pad_ms,
+    }
+    model = RecordingModel(engines[0]._model)
+    repairer = GapRepairer(
+        model,
+        recording.samples,
+        vad,
+        {"language": "en", "word_timestamps": True, "beam_size": 5},
+        min_gap_s=cfg.repair_min_gap_s,
+        token_cap=lambda seconds: None,
+    )
+    (a, b), (c, _d) = repairer._spans[:2]
+    assert b - a > 2.0 and c - b > 1.0  # a chicken leg, a pause, then JFK
+    last_end = c + 0.4
+    segment = _segment(
+        [(" The", a + 0.1, a + 0.3), (" cat", a + 0.3, b - 0.1), (" so", c - 0.05, last_end)]
+    )
+    repairer._reheard(segment, 0.0, "")
+    assert repairer.stats.reheard == 1
+    assert a + model.pieces[0] >= last_end, (a, model.pieces, last_end)
