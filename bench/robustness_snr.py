@@ -24,9 +24,8 @@ from robustness import long_form_makers
 
 from stts.audio import decode_audio
 from stts.evaluation import normalize_text
-from stts.synthetic import LongForm, _matched
+from stts.synthetic import score_long_form
 
-RUN = 5  # a lost run: >= 5 more reference words than transcript words in an error region
 NOISE = "noise -35 dBFS"
 NOISE_DBFS = -35.0
 
@@ -37,33 +36,6 @@ def speech_level(samples: np.ndarray) -> float:
     db = 10 * np.log10((frames**2).mean(axis=1) + 1e-12)
     loud = db[db > db.max() - 30]
     return float(10 * np.log10(np.mean(10 ** (loud / 10))))
-
-
-def lost_runs(recording: LongForm, words: list[tuple[float, str]]) -> list[tuple[int, int]]:
-    """Each lost run as (the placement most of its reference words belong to, its size),
-    aligned as ``stts.synthetic.score_long_form`` aligns them."""
-    ref: list[str] = []
-    owner: list[int] = []
-    for placement in recording.placements:
-        tokens = normalize_text(placement.reference).split()
-        ref += tokens
-        owner += [placement.index] * len(tokens)
-    hyp = [t for _start, word in words for t in normalize_text(word).split()]
-    alignment = _matched(ref, hyp)[0]
-    out: list[tuple[int, int]] = []
-    region = [0, 0, -1]
-    for chunk in [*alignment, None]:
-        if chunk is None or chunk.type == "equal":
-            if region[0] - region[1] >= RUN:
-                mine = owner[region[2] : region[2] + region[0]]
-                out.append((max(set(mine), key=mine.count), region[0] - region[1]))
-            region = [0, 0, -1]
-        else:
-            if region[2] < 0:
-                region[2] = chunk.ref_start_idx
-            region[0] += chunk.ref_end_idx - chunk.ref_start_idx
-            region[1] += chunk.hyp_end_idx - chunk.hyp_start_idx
-    return out
 
 
 def main() -> None:
@@ -80,7 +52,8 @@ def main() -> None:
     levels = [speech_level(decode_audio(i.path).samples) for i in items]
     recording = long_form_makers(results["minutes"])[NOISE]()
     words = [(w[0], w[2]) for w in recorded[f"{NOISE} / {args.setup}"]]
-    runs = lost_runs(recording, words)
+    score = score_long_form(recording, words, normalize_text)
+    runs = list(zip(score.lost_at, score.lost_runs, strict=True))
     above = {p.index for p in recording.placements if levels[p.clip] > NOISE_DBFS}
     groups: dict[str, Any] = {}
     for name, mine in (

@@ -316,6 +316,8 @@ class LongFormScore:
     when each clip is transcribed alone are missing from the long transcript (what the
     long recording itself lost, not what the model cannot hear in any case); the count
     is those words. Empty when no alone transcripts were given."""
+    lost_at: tuple[int, ...] = ()
+    """For each of :attr:`lost_runs`, the placement most of its reference words belong to."""
 
     def onsets_within(self, seconds: float) -> float:
         """Share of utterances whose first word is placed within ``seconds``."""
@@ -359,9 +361,12 @@ def score_long_form(
     :attr:`LongFormScore.lost_vs_alone`."""
     ref: list[str] = []
     first: list[int] = []
+    owner: list[int] = []
     for placement in recording.placements:
         first.append(len(ref))
-        ref += normalize(placement.reference).split()
+        tokens = normalize(placement.reference).split()
+        ref += tokens
+        owner += [placement.index] * len(tokens)
     hyp: list[str] = []
     times: list[float] = []
     for start, word in words:
@@ -374,6 +379,7 @@ def score_long_form(
         alone_hyp = [t for text in alone for t in normalize(text).split()]
         heard_alone = _matched(ref, alone_hyp)[2]
     lost: list[int] = []
+    lost_at: list[int] = []
     lost_alone: list[int] = []
     inserted: list[int] = []
     region = [0, 0, -1]  # reference words, transcript words since the last match, start
@@ -382,6 +388,8 @@ def score_long_form(
             if region[0] - region[1] >= run:
                 lost.append(region[0] - region[1])
                 span = range(region[2], region[2] + region[0])
+                owners = [owner[i] for i in span]
+                lost_at.append(max(set(owners), key=owners.count))
                 missing = sum(1 for i in span if i in heard_alone and i not in equal)
                 if missing >= run:
                     lost_alone.append(missing)
@@ -398,4 +406,4 @@ def score_long_form(
         abs(times[matched[i]] - at) if i in matched else float("inf")
         for at, i in zip(expected, first, strict=True)
     )
-    return LongFormScore(tuple(lost), tuple(inserted), errors, tuple(lost_alone))
+    return LongFormScore(tuple(lost), tuple(inserted), errors, tuple(lost_alone), tuple(lost_at))

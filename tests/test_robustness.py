@@ -89,6 +89,7 @@ def test_the_long_form_scorer_sees_lost_and_repeated_passages() -> None:
     heard = [p.reference for p in recording.placements]
     score = synthetic.score_long_form(recording, dropped, normalize_text, alone=heard)
     assert score.lost_vs_alone == (len(first.reference.split()),)
+    assert score.lost_at == (first.index,)  # where it was lost (bench/robustness_snr.py)
     deaf = ["" if p is first else p.reference for p in recording.placements]
     score = synthetic.score_long_form(recording, dropped, normalize_text, alone=deaf)
     assert score.lost_runs and score.lost_vs_alone == ()
