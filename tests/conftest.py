@@ -8,12 +8,14 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
 
+from stts import synthetic
 from stts.api.app import server_config
-from stts.audio import RawFormat
+from stts.audio import RawFormat, decode_audio
 from stts.config import Settings
 from stts.server import build_app
 from stts.service import EngineManager
@@ -80,6 +82,32 @@ def corpus_file(name: str) -> Path:
         if item.path.name == name:
             return item.path
     pytest.skip(f"corpus file {name} not available")
+
+
+def corpus_long_form(files: list[str], seconds: float, **kwargs: Any) -> synthetic.LongForm:
+    """A long-form recording of these corpus files with pauses (``synthetic.long_form``)."""
+    references = {item.path.name: item.reference for item in CORPUS_ITEMS}
+    clips = [(decode_audio(corpus_file(name)).samples, references[name]) for name in files]
+    return synthetic.long_form(clips, seconds, **kwargs)
+
+
+def whisper_segment(words: list[tuple[float, float, str]]) -> Any:
+    """A faster-whisper segment made of these (start, end, word) words."""
+    from faster_whisper.transcribe import Segment, Word
+
+    return Segment(
+        id=0,
+        seek=0,
+        start=words[0][0],
+        end=words[-1][1],
+        text="".join(w for _a, _b, w in words),
+        tokens=[],
+        avg_logprob=-0.2,
+        compression_ratio=1.2,
+        no_speech_prob=0.01,
+        words=[Word(start=a, end=b, word=w, probability=0.9) for a, b, w in words],
+        temperature=0.0,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from stts.config import Settings
 from stts.engines.base import TranscribeOptions
 from stts.evaluation import normalize_text, word_error_rate
 from stts.service import EngineManager
-from tests.conftest import CORPUS_ITEMS, corpus_file, requires_corpus
+from tests.conftest import corpus_file, corpus_long_form, requires_corpus
 
 pytestmark = [pytest.mark.slow, requires_corpus]
 
@@ -69,9 +69,7 @@ def _recording(seconds: float) -> synthetic.LongForm:
         "coqui-tts__LJ001-0001.wav",
         "ort-extensions__1272-141231-0002.mp3",
     ]
-    references = {item.path.name: item.reference for item in CORPUS_ITEMS}
-    clips = [(decode_audio(corpus_file(name)).samples, references[name]) for name in files]
-    return synthetic.long_form(clips, seconds, noise_dbfs=-45.0, seed=14)
+    return corpus_long_form(files, seconds, noise_dbfs=-45.0, seed=14)
 
 
 def test_the_long_form_scorer_sees_lost_and_repeated_passages() -> None:

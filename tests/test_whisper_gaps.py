@@ -16,13 +16,16 @@ from typing import Any
 import pytest
 
 from stts import synthetic
-from stts.audio import decode_audio
 from stts.config import Settings
 from stts.engines.base import TranscribeOptions
 from stts.engines.whisper import WhisperEngine
 from stts.engines.whisper_gaps import GapRepairer, loops, uncovered, without_squeezed_tail
 from stts.evaluation import normalize_text
-from tests.conftest import CORPUS_ITEMS, corpus_file, requires_corpus
+from tests.conftest import (
+    corpus_long_form,
+    requires_corpus,
+    whisper_segment,
+)
 
 FILES = [
     "openai-whisper__jfk.flac",
@@ -120,6 +123,25 @@ def engines(cache_dir: Path) -> tuple[WhisperEngine, WhisperEngine]:
     return on, off
 
 
+def _decoded_with_fault(
+    engine: WhisperEngine, fault: type[FaultInjectionSkippingModel], recording: Any, words: set[str]
+) -> tuple[synthetic.LongFormScore, Any]:
+    """``recording`` transcribed by ``engine`` with ``fault`` wrapped around its model
+    (skipping the second utterance with one of ``words``), and its long-form score."""
+    real = engine._model
+    faulty = fault(real, words)
+    engine._model = faulty
+    try:
+        result = engine.transcribe(
+            recording.samples, TranscribeOptions(language="en", word_timestamps=True)
+        )
+    finally:
+        engine._model = real
+    assert faulty.dropped, "the fault was not injected"
+    heard = [(w.start, w.word) for w in result.words]
+    return synthetic.score_long_form(recording, heard, normalize_text), result
+
+
 def _sharing(engine: WhisperEngine, **whisper: Any) -> WhisperEngine:
     """Another engine over ``engine``'s loaded model, with other Whisper settings."""
     other = WhisperEngine(Settings(cache_dir=engine.settings.cache_dir, whisper=whisper))
@@ -143,38 +165,21 @@ def test_a_looping_re_decode_is_told_from_digits_and_speech() -> None:
     assert not loops("She had your dark suit in greasy wash water all year.")
 
 
-def _segment(words: list[tuple[str, float, float]]) -> Any:
-    from faster_whisper.transcribe import Segment, Word
-
-    ws = [Word(start=a, end=b, word=w, probability=0.9) for w, a, b in words]
-    return Segment(
-        id=0,
-        seek=0,
-        start=ws[0].start,
-        end=ws[-1].end,
-        text="".join(w for w, _a, _b in words),
-        tokens=[],
-        avg_logprob=-0.2,
-        compression_ratio=1.2,
-        no_speech_prob=0.0,
-        words=ws,
-        temperature=0.0,
-    )
-
-
 def test_a_re_decode_loses_what_it_wrote_after_the_audio_ended() -> None:
     # Seen re-hearing the music recording's digit string: the last phrase written again
     # twice, its words squeezed into no time at the end of the piece.
-    said = [(" 0", 237.7, 238.0), ("-1", 238.0, 238.2), ("-8", 238.2, 238.5), ("-3,", 238.5, 238.8)]
-    squeezed = [(w, 239.1, 239.1) for w in (" 0", "-1", "-8", "-3,")]
-    first = _segment([(" at", 232.4, 232.7), (" 0", 232.7, 232.8)])
-    kept = without_squeezed_tail([first, _segment(said + squeezed)], "en")
+    said = [(237.7, 238.0, " 0"), (238.0, 238.2, "-1"), (238.2, 238.5, "-8"), (238.5, 238.8, "-3,")]
+    squeezed = [(239.1, 239.1, w) for w in (" 0", "-1", "-8", "-3,")]
+    first = whisper_segment([(232.4, 232.7, " at"), (232.7, 232.8, " 0")])
+    kept = without_squeezed_tail([first, whisper_segment(said + squeezed)], "en")
     assert [s.text for s in kept] == [" at 0", " 0-1-8-3,"]
     assert kept[-1].end == 238.8
     # Whole text with audio under it is left alone.
-    assert without_squeezed_tail([first, _segment(said)], "en")[-1].text == " 0-1-8-3,"
+    assert without_squeezed_tail([first, whisper_segment(said)], "en")[-1].text == " 0-1-8-3,"
     # A segment wholly squeezed goes.
-    assert [s.text for s in without_squeezed_tail([first, _segment(squeezed)], "en")] == [" at 0"]
+    assert [s.text for s in without_squeezed_tail([first, whisper_segment(squeezed)], "en")] == [
+        " at 0"
+    ]
 
 
 @pytest.mark.slow
@@ -182,25 +187,15 @@ def test_a_re_decode_loses_what_it_wrote_after_the_audio_ended() -> None:
 def test_repair_decodes_again_an_utterance_the_first_pass_skipped(
     engines: tuple[WhisperEngine, WhisperEngine],
 ) -> None:
-    references = {item.path.name: item.reference for item in CORPUS_ITEMS}
-    clips = [(decode_audio(corpus_file(name)).samples, references[name]) for name in FILES]
-    recording = synthetic.long_form(clips, 60.0, noise_dbfs=-45.0, seed=14)
+    recording = corpus_long_form(FILES, 60.0, noise_dbfs=-45.0, seed=14)
     said = sum("fellow" in p.reference.lower() for p in recording.placements)
     assert said == 2
-    options = TranscribeOptions(language="en", word_timestamps=True)
-    heard = {}
-    for engine in engines:
-        real = engine._model
-        faulty = FaultInjectionSkippingModel(real, DROPPED)
-        engine._model = faulty
-        try:
-            result = engine.transcribe(recording.samples, options)
-        finally:
-            engine._model = real
-        assert faulty.dropped, "the fault was not injected"
-        words = [(w.start, w.word) for w in result.words]
-        score = synthetic.score_long_form(recording, words, normalize_text)
-        heard[engine.settings.whisper.repair_gaps] = (score, result)
+    heard = {
+        engine.settings.whisper.repair_gaps: _decoded_with_fault(
+            engine, FaultInjectionSkippingModel, recording, DROPPED
+        )
+        for engine in engines
+    }
 
     repaired, result = heard[True]
     assert repaired.lost_runs == (), result.text
@@ -225,26 +220,12 @@ def test_repair_decodes_a_skipped_utterance_a_word_was_stretched_over(
     ends 1 s after its start, inside the utterance): too long to be that word's remnant,
     it is decoded again less its first 0.3 s. With every such piece left out as a
     remnant (``repair_edge_remnant_s`` None, the rule before) it stayed lost."""
-    references = {item.path.name: item.reference for item in CORPUS_ITEMS}
-    clips = [(decode_audio(corpus_file(name)).samples, references[name]) for name in FILES]
-    recording = synthetic.long_form(clips, 60.0, noise_dbfs=-45.0, seed=14)
+    recording = corpus_long_form(FILES, 60.0, noise_dbfs=-45.0, seed=14)
     said = sum("fellow" in p.reference.lower() for p in recording.placements)
     # Re-hearing a segment with a stretched word would mend it too: off, to test this rule.
     engine = _sharing(engines[0], repair_stretched_s=None)
     assert engine.settings.whisper.repair_edge_remnant_s is not None
-    real = engine._model
-    faulty = FaultInjectionSpreadingModel(real, DROPPED)
-    engine._model = faulty
-    try:
-        result = engine.transcribe(
-            recording.samples, TranscribeOptions(language="en", word_timestamps=True)
-        )
-    finally:
-        engine._model = real
-    assert faulty.dropped, "the fault was not injected"
-    score = synthetic.score_long_form(
-        recording, [(w.start, w.word) for w in result.words], normalize_text
-    )
+    score, result = _decoded_with_fault(engine, FaultInjectionSpreadingModel, recording, DROPPED)
     assert score.lost_runs == (), result.text
     assert score.inserted_runs == (), result.text
     assert normalize_text(result.text).count("fellow") == said
@@ -265,27 +246,15 @@ def test_a_segment_written_over_skipped_speech_is_heard_again(
         "atrok-speechtext__export_4.wav",
         "coqui-tts__LJ001-0001.wav",
     ]
-    references = {item.path.name: item.reference for item in CORPUS_ITEMS}
-    clips = [(decode_audio(corpus_file(name)).samples, references[name]) for name in files]
-    recording = synthetic.long_form(clips, 45.0, seed=11)
+    recording = corpus_long_form(files, 45.0, seed=11)
     assert [p.clip for p in recording.placements] == [1, 0, 2, 1, 0]  # the chicken leg twice
     on = engines[0]
     assert on.settings.whisper.repair_stretched_s is not None
     off = _sharing(on, repair_stretched_s=None)
     heard = {}
     for engine in (on, off):
-        real = engine._model
-        faulty = FaultInjectionOverwritingModel(real, {"chicken", "dish"})
-        engine._model = faulty
-        try:
-            result = engine.transcribe(
-                recording.samples, TranscribeOptions(language="en", word_timestamps=True)
-            )
-        finally:
-            engine._model = real
-        assert faulty.dropped, "the fault was not injected"
-        score = synthetic.score_long_form(
-            recording, [(w.start, w.word) for w in result.words], normalize_text
+        score, result = _decoded_with_fault(
+            engine, FaultInjectionOverwritingModel, recording, {"chicken", "dish"}
         )
         heard[engine is on] = (score, normalize_text(result.text))
 
@@ -325,9 +294,7 @@ def test_a_stretch_heard_again_holds_a_last_word_that_starts_before_its_chunk(
         "atrok-speechtext__export_4.wav",
         "coqui-tts__LJ001-0001.wav",
     ]
-    references = {item.path.name: item.reference for item in CORPUS_ITEMS}
-    clips = [(decode_audio(corpus_file(name)).samples, references[name]) for name in files]
-    recording = synthetic.long_form(clips, 45.0, seed=11)
+    recording = corpus_long_form(files, 45.0, seed=11)
     cfg = engines[0].settings.whisper
     vad = {
         "threshold": cfg.vad_threshold,
@@ -346,8 +313,8 @@ def test_a_stretch_heard_again_holds_a_last_word_that_starts_before_its_chunk(
     (a, b), (c, _d) = repairer._spans[:2]
     assert b - a > 2.0 and c - b > 1.0  # a chicken leg, a pause, then JFK
     last_end = c + 0.4
-    segment = _segment(
-        [(" The", a + 0.1, a + 0.3), (" cat", a + 0.3, b - 0.1), (" so", c - 0.05, last_end)]
+    segment = whisper_segment(
+        [(a + 0.1, a + 0.3, " The"), (a + 0.3, b - 0.1, " cat"), (c - 0.05, last_end, " so")]
     )
     repairer._reheard(segment, 0.0, "")
     assert repairer.stats.reheard == 1

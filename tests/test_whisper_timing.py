@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faster_whisper.transcribe import Segment, Word
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from stts import synthetic
@@ -22,7 +21,13 @@ from stts.engines.base import TranscribeOptions
 from stts.engines.whisper import WhisperEngine
 from stts.engines.whisper_timing import SAMPLE_RATE, SpeechMap, WordTimer
 from stts.evaluation import normalize_text
-from tests.conftest import CORPUS_ITEMS, corpus_file, requires_corpus
+from tests.conftest import (
+    CORPUS_ITEMS,
+    corpus_file,
+    corpus_long_form,
+    requires_corpus,
+    whisper_segment,
+)
 
 pytestmark = requires_corpus
 
@@ -35,31 +40,12 @@ FILES = [
 
 @pytest.fixture(scope="module")
 def recording() -> synthetic.LongForm:
-    references = {item.path.name: item.reference for item in CORPUS_ITEMS}
-    clips = [(decode_audio(corpus_file(name)).samples, references[name]) for name in FILES]
-    return synthetic.long_form(clips, 60.0, noise_dbfs=-45.0, seed=14)
+    return corpus_long_form(FILES, 60.0, noise_dbfs=-45.0, seed=14)
 
 
 @pytest.fixture(scope="module")
 def speech(recording: synthetic.LongForm) -> SpeechMap:
     return SpeechMap(recording.samples, 0.5)
-
-
-def _segment(words: list[tuple[float, float, str]]) -> Segment:
-    fw_words = [Word(start=a, end=b, word=w, probability=0.9) for a, b, w in words]
-    return Segment(
-        id=0,
-        seek=0,
-        start=words[0][0],
-        end=words[-1][1],
-        text="".join(w for _a, _b, w in words),
-        tokens=[],
-        avg_logprob=-0.2,
-        compression_ratio=1.2,
-        no_speech_prob=0.01,
-        words=fw_words,
-        temperature=0.0,
-    )
 
 
 @pytest.mark.parametrize(("silence_ms", "pad_ms"), [(2000, 400), (300, 200)])
@@ -83,7 +69,7 @@ def test_a_word_started_in_the_pause_moves_to_its_speech(
     # Silero's onset and the clip's energy onset (a breath counts) agree within 0.5 s.
     assert onset is not None and abs(onset - placement.speech_start) < 0.5
     early = onset - 0.8  # in the pause before the utterance
-    segment = _segment([(early, onset + 0.3, " And"), (onset + 0.4, onset + 0.7, " so")])
+    segment = whisper_segment([(early, onset + 0.3, " And"), (onset + 0.4, onset + 0.7, " so")])
     settled = timer.settle(segment)
     first = settled.words[0]
     assert first.start == onset, first
@@ -122,8 +108,10 @@ def test_a_first_word_carried_into_the_previous_chunk_goes_back(
     early across the join lands in the previous utterance's tail, seconds early."""
     chunks, after, tail, onset = _join_before_an_utterance(recording, speech)
     timer = WordTimer(speech, chunks)
-    timer.settle(_segment([(tail - 0.9, tail - 0.3, " before")]))
-    carried = _segment([(tail - 0.3, tail + 0.3, " The"), (onset + 0.35, onset + 0.6, " birch")])
+    timer.settle(whisper_segment([(tail - 0.9, tail - 0.3, " before")]))
+    carried = whisper_segment(
+        [(tail - 0.3, tail + 0.3, " The"), (onset + 0.35, onset + 0.6, " birch")]
+    )
     settled = timer.settle(carried)
     assert after.speech_start - carried.words[0].start > 2.0  # seconds early as decoded
     assert settled.words[0].start == onset, settled.words[0]
@@ -139,10 +127,12 @@ def test_a_segment_with_speech_of_its_own_before_the_join_stays(
     timer = WordTimer(speech, chunks)
     spans = [(c["start"] / 16_000, c["end"] / 16_000) for c in chunks]
     placement = next(p for p in recording.placements if p.speech_start < spans[0][1])
-    timer.settle(_segment([(placement.start - 2.0, placement.start - 1.8, " earlier")]))
+    timer.settle(whisper_segment([(placement.start - 2.0, placement.start - 1.8, " earlier")]))
     onset = speech.speech_from(placement.start, spans[0][1])
     assert onset is not None
-    own = _segment([(onset, onset + 0.3, " Five"), (spans[1][0] + 0.5, spans[1][0] + 0.8, " and")])
+    own = whisper_segment(
+        [(onset, onset + 0.3, " Five"), (spans[1][0] + 0.5, spans[1][0] + 0.8, " and")]
+    )
     assert timer.settle(own).words[0] == own.words[0]
 
 
@@ -208,8 +198,8 @@ def test_a_first_word_in_the_previous_speech_tail_moves_to_its_own(
         t / 100 for t in range(int(tail * 100), int(onset * 100)) if speech.is_speech(t / 100)
     )
     timer = WordTimer(speech, chunks)
-    timer.settle(_segment([(last - 0.5, last - 0.1, " modern.")]))
-    early = _segment([(last - 0.1, last + 0.3, " At"), (last + 0.3, onset + 0.4, " that")])
+    timer.settle(whisper_segment([(last - 0.5, last - 0.1, " modern.")]))
+    early = whisper_segment([(last - 0.1, last + 0.3, " At"), (last + 0.3, onset + 0.4, " that")])
     settled = timer.settle(early)
     assert settled.words[0].start == speech.next_onset(last + 0.3, onset + 0.4)
     assert abs(settled.words[0].start - onset) < 0.1
@@ -244,7 +234,7 @@ def test_a_word_stretched_back_over_a_pause_starts_at_its_onset(
     starts at that onset; with ``late_onsets`` off it stays."""
     last, onset = _pair_with_a_pause(recording, speech)
     timer = WordTimer(speech, speech.chunks(2000, 400), late_onsets=late_onsets)
-    segment = _segment(
+    segment = whisper_segment(
         [
             (last - 0.6, last - 0.25, " exhibition"),
             (last - 0.25, onset + 0.3, " for"),  # starts in the previous word's speech
@@ -271,7 +261,7 @@ def test_a_sentence_end_stretched_over_a_pause_keeps_its_start(
     utterance's last word (its end ran on, not its start back): it stays."""
     last, onset = _pair_with_a_pause(recording, speech)
     timer = WordTimer(speech, speech.chunks(2000, 400))
-    segment = _segment(
+    segment = whisper_segment(
         [(last - 0.6, last - 0.25, " in"), (last - 0.25, onset + 0.3, " exhibition.")]
     )
     assert timer.settle(segment).words == segment.words
@@ -295,7 +285,7 @@ def test_a_word_inside_a_segment_straddling_a_join_goes_back(
     a clause is the previous utterance's last word, run on, and stays."""
     chunks, after, tail, onset = _join_before_an_utterance(recording, speech)
     timer = WordTimer(speech, chunks, carry_inside=carry_inside)
-    segment = _segment(
+    segment = whisper_segment(
         [
             (tail - 0.9, tail - 0.1, " three"),
             (tail - 0.1, tail + 0.4 + 0.2, text),  # its end in the cut-out pause (chunk end + 0.2)
@@ -337,8 +327,8 @@ def test_a_first_word_without_room_beside_the_next_shares_with_two(
     timer = WordTimer(
         speech, speech.chunks(2000, 400), share_reach=share_reach, min_lead_s=min_lead_s
     )
-    timer.settle(_segment([(last - 0.5, last, " clubs.")]))
-    segment = _segment(
+    timer.settle(whisper_segment([(last - 0.5, last, " clubs.")]))
+    segment = whisper_segment(
         [
             (start, onset - 0.05, " at"),  # wholly in the pause
             (onset - 0.05, onset + 0.05, " that"),  # 0.05 s of speech
@@ -375,7 +365,9 @@ def test_a_word_with_no_speech_in_it_shares_the_next_words_speech(
     stays."""
     last, onset = _pair_with_a_pause(recording, speech)
     timer = WordTimer(speech, speech.chunks(2000, 400), share_unheard=share_unheard)
-    segment = _segment([(last + 0.05, onset - 0.05, text), (onset - 0.05, onset + 0.5, " also")])
+    segment = whisper_segment(
+        [(last + 0.05, onset - 0.05, text), (onset - 0.05, onset + 0.5, " also")]
+    )
     settled = timer.settle(segment)
     assert [w.word for w in settled.words] == [text, " also"]
     if not moves:
@@ -419,8 +411,10 @@ def test_a_one_frame_dip_is_no_onset_of_a_first_words_own(
     mapped = speech.bridged(bridge_frames)
     chunks = mapped.chunks(30_000, 400)  # one chunk: the join rules stay out of it
     timer = WordTimer(mapped, chunks)
-    timer.settle(_segment([(dip - 0.4, dip - 0.1, " smooth")]))
-    segment = _segment([(dip - 0.1, tail + 0.3, " The"), (tail + 0.3, onset + 0.4, " child")])
+    timer.settle(whisper_segment([(dip - 0.4, dip - 0.1, " smooth")]))
+    segment = whisper_segment(
+        [(dip - 0.1, tail + 0.3, " The"), (tail + 0.3, onset + 0.4, " child")]
+    )
     settled = timer.settle(segment)
     assert [w.word for w in settled.words] == [" The", " child"]
     if not bridge_frames:
@@ -459,8 +453,8 @@ def test_a_first_word_in_its_own_speech_does_not_share_across_a_short_dip(
     not share it with the words after (``min_pause_s`` 0: it would move a second late)."""
     dip, onset = _short_dip(speech)
     timer = WordTimer(speech, speech.chunks(2000, 400), min_pause_s=min_pause_s)
-    timer.settle(_segment([(dip - 0.8, dip - 0.6, " took")]))
-    segment = _segment(
+    timer.settle(whisper_segment([(dip - 0.8, dip - 0.6, " took")]))
+    segment = whisper_segment(
         [
             (dip - 0.6, dip - 0.1, " impressions"),
             (dip - 0.1, onset + 0.05, " from"),  # 0.05 s past the onset: no room for two
