@@ -420,32 +420,20 @@ def long_form_makers(minutes: float) -> dict[str, Callable[[], synthetic.LongFor
     }
 
 
+SESSION_10_OFF: dict[str, Any] = {
+    "share_unheard": False,
+    "share_reach": 1,
+    "bridge_frames": 0,
+    "min_lead_s": 0.0,
+    "min_pause_s": 0.0,
+}
+"""Session 10's word-time rules off: the session-9 rule set."""
+
 REPLAY_RULES: dict[str, dict[str, Any]] = {
     # Session 8's and 9's rule sets exactly (each later rule off).
-    "session-8 rules": {
-        "late_onsets": False,
-        "carry_inside": False,
-        "share_unheard": False,
-        "share_reach": 1,
-        "bridge_frames": 0,
-        "min_lead_s": 0.0,
-        "min_pause_s": 0.0,
-    },
-    "+ late onsets": {
-        "carry_inside": False,
-        "share_unheard": False,
-        "share_reach": 1,
-        "bridge_frames": 0,
-        "min_lead_s": 0.0,
-        "min_pause_s": 0.0,
-    },
-    "+ carried inside a segment (s9)": {
-        "share_unheard": False,
-        "share_reach": 1,
-        "bridge_frames": 0,
-        "min_lead_s": 0.0,
-        "min_pause_s": 0.0,
-    },
+    "session-8 rules": {"late_onsets": False, "carry_inside": False, **SESSION_10_OFF},
+    "+ late onsets": {"carry_inside": False, **SESSION_10_OFF},
+    "+ carried inside a segment (s9)": SESSION_10_OFF,
     "+ shared over up to 3 words, 0.5 s lead, 0.3 s pause (s10)": {
         "share_unheard": False,
         "bridge_frames": 0,
