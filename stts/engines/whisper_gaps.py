@@ -41,7 +41,7 @@ import numpy as np
 
 from stts.engines.repetition import repeat_start
 from stts.engines.whisper_short import squeezed_tail
-from stts.engines.whisper_timing import WINDOW, SpeechMap, WordTimer
+from stts.engines.whisper_timing import SpeechMap, WordTimer
 
 logger = logging.getLogger(__name__)
 
@@ -132,13 +132,6 @@ def _shifted(segment: Any, offset: float) -> Any:
     return dataclasses.replace(
         segment, start=segment.start + offset, end=segment.end + offset, words=words
     )
-
-
-def speech_seconds(speech: SpeechMap, start: float, end: float) -> float:
-    """How much of ``start``-``end`` (s) Silero calls speech."""
-    lo = max(int(start * SAMPLE_RATE) // WINDOW, 0)
-    hi = max(int(np.ceil(end * SAMPLE_RATE / WINDOW)), lo)
-    return float(np.count_nonzero(speech.speech[lo:hi])) * WINDOW / SAMPLE_RATE
 
 
 def without_squeezed_tail(segments: list[Any], language: str | None) -> list[Any]:
@@ -352,7 +345,7 @@ class GapRepairer:
             (w.start, w.end)
             for w in words
             if self.stretched_s is not None
-            and speech_seconds(self._speech, w.start, w.end) >= self.stretched_s
+            and self._speech.speech_s(w.start, w.end) >= self.stretched_s
         ]
         if not stretched:
             return None

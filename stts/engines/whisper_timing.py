@@ -156,6 +156,11 @@ class SpeechMap:
         hi = min(max(int(np.ceil(end * SAMPLE_RATE / WINDOW)), lo), len(self.speech))
         return lo, hi
 
+    def speech_s(self, start: float, end: float) -> float:
+        """How much of ``start``-``end`` (s) is speech."""
+        lo, hi = self._frames(start, end)
+        return float(np.count_nonzero(self.speech[lo:hi])) * WINDOW / SAMPLE_RATE
+
     def is_speech(self, at: float) -> bool:
         """Whether the frame at ``at`` (s) is speech."""
         lo, _hi = self._frames(at, at)
